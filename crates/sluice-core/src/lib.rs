@@ -1,0 +1,12 @@
+//! Domain types and pure rules shared by every Sluice crate: the canonical access record, client
+//! identity, route normalisation and log-time arithmetic. No IO lives here.
+
+pub mod identity;
+pub mod record;
+pub mod route;
+pub mod time;
+
+pub use identity::{ClientId, ClientKeyPolicy, ClientKind};
+pub use record::AccessRecord;
+pub use route::RouteNormalizer;
+pub use time::Timestamp;

@@ -1,0 +1,1 @@
+//! Univariate streaming anomaly scoring (causal: the score at t uses only data up to t).

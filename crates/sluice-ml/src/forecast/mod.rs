@@ -1,0 +1,1 @@
+//! Forecasting of request-rate series with prediction intervals.

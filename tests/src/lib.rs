@@ -1,0 +1,1 @@
+//! Black-box tests that start the real sluice server.
