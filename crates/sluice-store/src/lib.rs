@@ -1,1 +1,17 @@
-//! placeholder
+//! Persistence for Sluice and the only crate that speaks SQL: the Postgres connection (an
+//! external server or the embedded cluster), migrations, the COPY-based ingest writer, rollups,
+//! partitions and retention, API tokens and the audit log.
+
+pub mod db;
+pub mod embedded;
+pub mod encode;
+pub mod error;
+pub mod ingest;
+pub mod testing;
+pub mod tokens;
+
+pub use db::{Database, DatabaseConfig, MigrationState};
+pub use encode::{BatchBuilder, EncodedBatch, IngestCounts, RejectedLine};
+pub use error::StoreError;
+pub use ingest::WriteOutcome;
+pub use tokens::TokenInfo;
