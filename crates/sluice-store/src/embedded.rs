@@ -203,7 +203,7 @@ impl EmbeddedPostgres {
             pg.run("initdb", &args, &dir)?;
         }
         if pg.is_running(&dir) {
-            tracing::info!(pgdata = %pg.pgdata.display(), "reusing the embedded postgres that is already running");
+            tracing::debug!(pgdata = %pg.pgdata.display(), "reusing the embedded postgres that is already running");
         } else {
             let mut settings = format!(
                 "-c listen_addresses='' -k '{}' -p {EMBEDDED_PORT} -c unix_socket_permissions=0700",
@@ -227,7 +227,7 @@ impl EmbeddedPostgres {
                 "-o".into(),
                 settings.into(),
             ];
-            tracing::info!(pgdata = %pg.pgdata.display(), "starting embedded postgres");
+            tracing::debug!(pgdata = %pg.pgdata.display(), "starting embedded postgres");
             pg.run("pg_ctl", &args, &dir)?;
             pg.started_by_us = true;
             if opts.ephemeral {
@@ -262,7 +262,7 @@ impl EmbeddedPostgres {
             "-w".into(),
         ];
         match self.run("pg_ctl", &args, &cwd) {
-            Ok(()) => tracing::info!("embedded postgres stopped"),
+            Ok(()) => tracing::debug!("embedded postgres stopped"),
             Err(e) => tracing::warn!(error = %e, "failed to stop embedded postgres"),
         }
     }

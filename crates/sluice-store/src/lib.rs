@@ -15,3 +15,4 @@ pub use encode::{BatchBuilder, EncodedBatch, IngestCounts, RejectedLine};
 pub use error::StoreError;
 pub use ingest::WriteOutcome;
 pub use tokens::TokenInfo;
+pub use sqlx::PgPool;

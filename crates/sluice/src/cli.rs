@@ -1,0 +1,253 @@
+//! Command-line interface: one typed configuration read from flags and environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+const AFTER_HELP: &str = "\
+Getting started:
+  sluice serve                       start the API on 127.0.0.1:8080 with an embedded Postgres in ./.sluice
+  sluice ingest access.log           load a log file (format detected) and print what was accepted
+  sluice token create --role gateway --name edge-1
+                                     a token for a gateway to ship logs and fetch policy
+
+Without DATABASE_URL, Sluice runs its own private Postgres cluster in --data-dir (it needs the
+PostgreSQL server programs installed: initdb, pg_ctl, postgres). With DATABASE_URL it uses that
+database instead. Every flag can also be set through the environment variable shown in its help.";
+
+/// Sluice: learns how each API client normally behaves, detects abuse and turns it into tuned
+/// rate limits that gateways fetch.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// How Sluice's own logs are written to stderr: `text` (human; colours on a terminal) or
+    /// `json` (one object per line, for log collectors). Give it before the subcommand.
+    #[arg(long = "log-format", env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogOutput::Text)]
+    pub log_output: LogOutput,
+
+    /// Log filter in `tracing` syntax, e.g. `info`, `sluice=debug,sqlx=warn`.
+    #[arg(long, env = "SLUICE_LOG", default_value = "info,sqlx=warn", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogOutput {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Sluice's data directory: the embedded Postgres cluster and local state live here.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./.sluice", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Use this Postgres database instead of the embedded cluster
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DB).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// When Sluice runs as root, the unprivileged system user that runs the embedded Postgres
+    /// (initdb and postgres refuse to run as root).
+    #[arg(long, env = "SLUICE_PG_USER", default_value = "postgres", global = true)]
+    pub pg_user: String,
+
+    /// Directory holding initdb, pg_ctl and postgres, when they are neither on PATH nor under
+    /// /usr/lib/postgresql/*/bin.
+    #[arg(long, env = "SLUICE_PG_BIN_DIR", global = true)]
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane's HTTP API (log ingestion, and everything else under /v1).
+    Serve(ServeArgs),
+    /// Load access logs from files (plain or gzip) or stdin into the database.
+    Ingest(IngestArgs),
+    /// List lines that could not be parsed, with their reasons.
+    Rejects(RejectsArgs),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Manage API tokens (roles: gateway, analyst, admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Score a `timestamp,value` series for anomalies (causal; the score at t uses data up to t).
+    Series(SeriesArgs),
+    /// Forecast series: M4-style CSVs or one `timestamp,value` series.
+    Forecast(ForecastArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest accepted request body in bytes (compressed size); larger bodies get 413.
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Batches that may wait for the database before POST /v1/logs answers 429 (back-pressure).
+    #[arg(long, env = "SLUICE_INGEST_QUEUE", default_value_t = 64)]
+    pub ingest_queue: usize,
+
+    /// Concurrent ingest writers (database connections used for ingestion).
+    #[arg(long, env = "SLUICE_INGEST_WRITERS", default_value_t = 2)]
+    pub ingest_writers: usize,
+
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EnrichArgs {
+    /// Which fields identify a client, in order of preference: the first one present wins.
+    #[arg(long, env = "SLUICE_CLIENT_KEY", default_value = "api_key,consumer,user,ip")]
+    pub client_key: String,
+
+    /// Route template (repeatable), e.g. `/v1/users/{user}/files/*` or `/static/**`; paths that
+    /// match normalise to the template. Others get numeric, UUID and hex segments replaced by {id}.
+    #[arg(long = "route-pattern", env = "SLUICE_ROUTE_PATTERNS", value_delimiter = ',')]
+    pub route_patterns: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RetentionArgs {
+    /// Days of raw access records to keep, counted back from the newest log time ingested
+    /// (whole daily partitions are dropped). 0 keeps everything.
+    #[arg(long, env = "SLUICE_RETENTION_DAYS", default_value_t = 14)]
+    pub retention_days: u32,
+
+    /// Days of per-minute rollups to keep (baselines learn from these). 0 keeps everything.
+    #[arg(long, env = "SLUICE_ROLLUP_RETENTION_DAYS", default_value_t = 90)]
+    pub rollup_retention_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files to read (plain or gzip, detected by content); `-` reads standard input.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Log format: nginx, apache, envoy, envoy-json, kong, ndjson, or auto (detect from the first
+    /// lines and say which was picked).
+    #[arg(long, short = 'f', env = "SLUICE_FORMAT", default_value = "auto")]
+    pub format: String,
+
+    /// The format string: an nginx `log_format` (default `combined`), an Apache `LogFormat`
+    /// (`common`, `combined` or `%h %l ...`) or an Envoy format.
+    #[arg(long = "log-format", env = "SLUICE_LOG_FORMAT_STRING")]
+    pub log_format: Option<String>,
+
+    /// Source (gateway) name stored with records that carry none; default: the file name.
+    #[arg(long, env = "SLUICE_SOURCE")]
+    pub source: Option<String>,
+
+    /// Print one JSON object with the counts on stdout instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Lines per batch; each batch is one transaction.
+    #[arg(long, default_value_t = sluice_engine::ingest::DEFAULT_BATCH_LINES)]
+    pub batch_lines: usize,
+
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectsArgs {
+    /// Only rejects of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// How many to show (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending migrations (serve and ingest also do this at start).
+    Migrate,
+    /// Show each migration and whether it is applied.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; the secret is printed once, alone on the last line of stdout.
+    Create {
+        /// gateway (ship logs, fetch policy), analyst (read) or admin (everything).
+        #[arg(long)]
+        role: String,
+        /// A unique name, e.g. the gateway's host name or the person's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name (or `#ID`).
+    Revoke { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SeriesArgs {
+    /// CSV with a header and `timestamp` and `value` columns.
+    pub input: PathBuf,
+    /// Where to write `timestamp,value,anomaly_score`; `-` for stdout.
+    #[arg(long, short = 'o', default_value = "-")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForecastInput {
+    /// M4 competition layout: `id,V1,V2,...` one series per row; writes `id,F1..FH`.
+    M4,
+    /// One `timestamp,value` series; writes `timestamp,value,lower,upper`, one row per step ahead.
+    Series,
+}
+
+#[derive(Debug, Args)]
+pub struct ForecastArgs {
+    /// Input CSV.
+    pub input: PathBuf,
+    #[arg(long, value_enum, default_value_t = ForecastInput::Series)]
+    pub input_format: ForecastInput,
+    /// Steps ahead to forecast.
+    #[arg(long, default_value_t = 60)]
+    pub horizon: usize,
+    /// Season length in steps (24 for hourly data with a daily cycle, 1440 for per-minute).
+    #[arg(long, default_value_t = 1440)]
+    pub season: usize,
+    /// Prediction interval level, e.g. 0.9.
+    #[arg(long, default_value_t = 0.9)]
+    pub interval: f64,
+    /// Output CSV; `-` for stdout.
+    #[arg(long, short = 'o', default_value = "-")]
+    pub output: PathBuf,
+}

@@ -1,0 +1,90 @@
+//! `sluice serve`: the HTTP API on the embedded or external database.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use sluice_api::{ApiConfig, AppState};
+use sluice_store::ingest::IngestWriter;
+use sluice_store::tokens;
+
+use super::{enrichment, open_db, shutdown_signal};
+use crate::cli::{GlobalArgs, ServeArgs};
+
+pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let enrich = enrichment(&args.enrich)?;
+    let db = open_db(g).await?;
+    bootstrap_admin_token(g, db.pool()).await?;
+
+    let config = ApiConfig {
+        max_body_bytes: args.max_body_bytes,
+        queue_capacity: args.ingest_queue,
+        writers: args.ingest_writers,
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(db.pool().clone(), enrich, config);
+    let retention = spawn_retention(db.pool().clone(), args.retention.retention_days, args.retention.rollup_retention_days);
+
+    let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
+        tracing::info!(%addr, "sluice is listening");
+        eprintln!("sluice listening on http://{addr} (Ctrl-C stops it)");
+    })
+    .await
+    .with_context(|| format!("failed to serve on {}", args.listen));
+    retention.abort();
+    db.close().await;
+    res?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On a database with no active token, create an admin token so the first user can get in; its
+/// secret goes to `DATA_DIR/admin.token` (mode 0600) and stderr, once.
+async fn bootstrap_admin_token(g: &GlobalArgs, pool: &sluice_store::PgPool) -> anyhow::Result<()> {
+    if tokens::active_token_count(pool).await? > 0 {
+        return Ok(());
+    }
+    let name = format!("bootstrap-admin-{}", chrono_now_compact());
+    let (_, secret) = tokens::create_token(pool, &name, sluice_core::Role::Admin, "sluice-serve").await?;
+    let path = g.data_dir.join("admin.token");
+    std::fs::create_dir_all(&g.data_dir).ok();
+    write_private(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!(
+        "no API tokens existed: created admin token {name:?}, saved in {} (create more with `sluice token create`)",
+        path.display()
+    );
+    Ok(())
+}
+
+fn chrono_now_compact() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_default()
+}
+
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    writeln!(f, "{secret}")
+}
+
+fn spawn_retention(pool: sluice_store::PgPool, raw_days: u32, rollup_days: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if raw_days == 0 && rollup_days == 0 {
+            return;
+        }
+        let writer = IngestWriter::new(pool);
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let raw = if raw_days == 0 { u32::MAX / 2 } else { raw_days };
+            let rollup = if rollup_days == 0 { u32::MAX / 2 } else { rollup_days };
+            match writer.apply_retention(raw, rollup).await {
+                Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "retention dropped partitions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    })
+}
