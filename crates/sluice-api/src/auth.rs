@@ -44,11 +44,14 @@ impl Principal {
     }
 }
 
+/// A token lookup result and when it was made.
+type CachedLookup = (Option<Principal>, Instant);
+
 /// Token lookups are cached for `ttl`, so a revoked token stops working within that time.
 #[derive(Debug)]
 pub struct TokenCache {
     ttl: Duration,
-    map: std::sync::Mutex<hashbrown::HashMap<[u8; 32], (Option<Principal>, Instant)>>,
+    map: std::sync::Mutex<hashbrown::HashMap<[u8; 32], CachedLookup>>,
 }
 
 impl TokenCache {
@@ -59,18 +62,24 @@ impl TokenCache {
         }
     }
 
-    async fn lookup(&self, pool: &sqlx::PgPool, secret: &str) -> Result<Option<Principal>, ApiError> {
+    async fn lookup(
+        &self,
+        pool: &sqlx::PgPool,
+        secret: &str,
+    ) -> Result<Option<Principal>, ApiError> {
         let key = tokens::hash_token(secret);
         if let Some((p, at)) = self.map.lock().expect("token cache poisoned").get(&key) {
             if at.elapsed() < self.ttl {
                 return Ok(p.clone());
             }
         }
-        let p = tokens::authenticate(pool, secret).await?.map(|t| Principal {
-            token_id: t.id,
-            name: t.name,
-            role: t.role,
-        });
+        let p = tokens::authenticate(pool, secret)
+            .await?
+            .map(|t| Principal {
+                token_id: t.id,
+                name: t.name,
+                role: t.role,
+            });
         let mut map = self.map.lock().expect("token cache poisoned");
         if map.len() > 10_000 {
             map.clear();
@@ -96,7 +105,9 @@ pub async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
         })
         .filter(|s| !s.is_empty())
         .ok_or(ApiError::Unauthenticated)?;

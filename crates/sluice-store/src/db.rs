@@ -7,7 +7,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-
 use crate::embedded::{EmbeddedOptions, EmbeddedPostgres, EMBEDDED_PORT, EMBEDDED_SUPERUSER};
 use crate::error::{Result, StoreError};
 
@@ -70,7 +69,9 @@ impl Database {
                 let eopts = cfg.embedded_options();
                 let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&eopts))
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("embedded start panicked: {e}")))??;
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("embedded start panicked: {e}"))
+                    })??;
                 let base = embedded_connect_options(pg.socket_dir());
                 ensure_database(&base, EMBEDDED_DATABASE).await?;
                 let desc = format!("embedded postgres in {}", pg.pgdata().display());
@@ -194,7 +195,8 @@ pub(crate) async fn ensure_database(base: &PgConnectOptions, name: &str) -> Resu
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
             // Another process may have created it at the same moment.
-            let dup = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+            let dup =
+                matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
             if !dup {
                 return Err(e.into());
             }

@@ -31,7 +31,9 @@ pub enum EmbeddedError {
     NotTraversable { user: String, dir: PathBuf },
     #[error("the socket path {0} is longer than the 107 bytes Unix sockets allow: choose a shorter --data-dir")]
     SocketPathTooLong(PathBuf),
-    #[error("data directory path {0} contains a quote or newline, which postgres options cannot carry")]
+    #[error(
+        "data directory path {0} contains a quote or newline, which postgres options cannot carry"
+    )]
     BadPath(PathBuf),
     #[error("failed to {what}: {source}")]
     Io {
@@ -69,7 +71,9 @@ impl PgBinaries {
                     return Err(EmbeddedError::BinDirIncomplete(dir.to_owned(), p));
                 }
             }
-            return Ok(PgBinaries { dir: dir.to_owned() });
+            return Ok(PgBinaries {
+                dir: dir.to_owned(),
+            });
         }
         let complete = |dir: &Path| PROGRAMS.iter().all(|p| dir.join(p).is_file());
         if let Some(path) = std::env::var_os("PATH") {
@@ -151,8 +155,10 @@ impl EmbeddedPostgres {
     pub fn start(opts: &EmbeddedOptions) -> Result<EmbeddedPostgres, EmbeddedError> {
         let bins = PgBinaries::locate(opts.bin_dir.as_deref())?;
         let run_as = decide_run_as(opts.pg_user.as_deref())?;
-        std::fs::create_dir_all(&opts.dir)
-            .map_err(io_err(format!("create data directory {}", opts.dir.display())))?;
+        std::fs::create_dir_all(&opts.dir).map_err(io_err(format!(
+            "create data directory {}",
+            opts.dir.display()
+        )))?;
         let dir = opts
             .dir
             .canonicalize()
@@ -284,7 +290,9 @@ impl EmbeddedPostgres {
         cmd.current_dir(cwd).env("LC_ALL", "C").env_remove("PGDATA");
         if let Some(r) = &self.run_as {
             cmd.uid(r.uid).gid(r.gid);
-            cmd.env("HOME", cwd).env("USER", &r.name).env("LOGNAME", &r.name);
+            cmd.env("HOME", cwd)
+                .env("USER", &r.name)
+                .env("LOGNAME", &r.name);
         }
         cmd
     }
@@ -295,7 +303,10 @@ impl EmbeddedPostgres {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(io_err(format!("run {}", self.bins.program(program).display())))?;
+            .map_err(io_err(format!(
+                "run {}",
+                self.bins.program(program).display()
+            )))?;
         if out.status.success() {
             return Ok(());
         }
@@ -350,10 +361,15 @@ impl Drop for EmbeddedPostgres {
 }
 
 fn chown(path: &Path, r: &RunAs) -> Result<(), EmbeddedError> {
-    std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid))
-        .map_err(io_err(format!("hand {} to user {}", path.display(), r.name)))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(io_err(format!("restrict permissions of {}", path.display())))
+    std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid)).map_err(io_err(format!(
+        "hand {} to user {}",
+        path.display(),
+        r.name
+    )))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io_err(format!(
+        "restrict permissions of {}",
+        path.display()
+    )))
 }
 
 /// Every ancestor of `dir` must be searchable by `r`, or postgres cannot reach its data.
@@ -388,7 +404,10 @@ mod tests {
         let err = PgBinaries::locate(Some(dir.path())).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("--pg-bin-dir {}: initdb is missing there", dir.path().display())
+            format!(
+                "--pg-bin-dir {}: initdb is missing there",
+                dir.path().display()
+            )
         );
     }
 

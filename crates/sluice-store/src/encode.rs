@@ -20,7 +20,8 @@ pub const MAX_REJECT_RAW_BYTES: usize = 8 * 1024;
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// Columns of `access_log` in the order the encoder writes them.
-pub const ACCESS_LOG_COLUMNS: &str = "ts, source, client_kind, client, api_key, consumer, username, ip, \
+pub const ACCESS_LOG_COLUMNS: &str =
+    "ts, source, client_kind, client, api_key, consumer, username, ip, \
 method, host, path, route, query, protocol, status, bytes_sent, bytes_received, latency_us, \
 upstream_latency_us, user_agent, referer, request_id, extras";
 const ACCESS_LOG_FIELD_COUNT: i16 = 23;
@@ -469,7 +470,13 @@ mod tests {
             route: "/a".into(),
             minute: 7,
         };
-        assert_eq!(hash_of(&owned), hash_of(&RouteMinuteRef { route: "/a", minute: 7 }));
+        assert_eq!(
+            hash_of(&owned),
+            hash_of(&RouteMinuteRef {
+                route: "/a",
+                minute: 7
+            })
+        );
     }
 
     #[test]
@@ -499,13 +506,19 @@ mod tests {
         assert_eq!(batch.routes.len(), 2); // /x at minute 1, /y at minute 2
         assert_eq!(batch.rejects[0].raw, "garbage\u{fffd}here");
         assert_eq!(batch.days, vec![0]);
-        assert_eq!(batch.days_with_lookahead(2), vec![0, MICROS_PER_DAY, 2 * MICROS_PER_DAY]);
+        assert_eq!(
+            batch.days_with_lookahead(2),
+            vec![0, MICROS_PER_DAY, 2 * MICROS_PER_DAY]
+        );
     }
 
     #[test]
     fn reject_raw_is_cut_at_8_kib() {
         let mut b = BatchBuilder::new("t");
         b.reject(1, "too long", &vec![b'a'; 20_000]);
-        assert_eq!(b.finish(None, "x").rejects[0].raw.len(), MAX_REJECT_RAW_BYTES);
+        assert_eq!(
+            b.finish(None, "x").rejects[0].raw.len(),
+            MAX_REJECT_RAW_BYTES
+        );
     }
 }

@@ -33,7 +33,9 @@ pub enum WriteOutcome {
 impl WriteOutcome {
     pub fn counts(&self) -> IngestCounts {
         match self {
-            WriteOutcome::Committed { counts, .. } | WriteOutcome::Duplicate { counts, .. } => *counts,
+            WriteOutcome::Committed { counts, .. } | WriteOutcome::Duplicate { counts, .. } => {
+                *counts
+            }
         }
     }
 
@@ -73,8 +75,14 @@ impl IngestWriter {
     /// Create the daily partitions of `access_log` for `days` (UTC day starts, µs) if missing.
     pub async fn ensure_partitions(&self, days: &[i64]) -> Result<()> {
         let missing: Vec<i64> = {
-            let known = self.known_partitions.lock().expect("partition cache poisoned");
-            days.iter().copied().filter(|d| !known.contains(d)).collect()
+            let known = self
+                .known_partitions
+                .lock()
+                .expect("partition cache poisoned");
+            days.iter()
+                .copied()
+                .filter(|d| !known.contains(d))
+                .collect()
         };
         for day in missing {
             let name = partition_name(day);
@@ -87,7 +95,8 @@ impl IngestWriter {
             );
             if let Err(e) = sqlx::query(&sql).execute(&self.pool).await {
                 // Two writers may race to create the same partition; the loser sees 42P07.
-                let dup = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P07"));
+                let dup =
+                    matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P07"));
                 if !dup {
                     return Err(e.into());
                 }
@@ -242,7 +251,9 @@ impl IngestWriter {
                 dropped.push(name);
             }
         }
-        let rollup_cutoff = ts(Timestamp(newest_day - i64::from(rollup_days) * MICROS_PER_DAY));
+        let rollup_cutoff = ts(Timestamp(
+            newest_day - i64::from(rollup_days) * MICROS_PER_DAY,
+        ));
         for table in ["rollup_client_minute", "rollup_route_minute"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE minute < $1"))
                 .bind(rollup_cutoff)
@@ -299,7 +310,8 @@ fn rollup_upsert_sql(table: &str, key_cols: &[(&str, &str)]) -> String {
         .enumerate()
         .map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1))
         .collect();
-    casts.extend((0..COUNTER_COLUMNS.len()).map(|i| format!("${}::int8[]", key_cols.len() + i + 1)));
+    casts
+        .extend((0..COUNTER_COLUMNS.len()).map(|i| format!("${}::int8[]", key_cols.len() + i + 1)));
     let keys: Vec<&str> = key_cols.iter().map(|(c, _)| *c).collect();
     let updates: Vec<String> = COUNTER_COLUMNS
         .iter()
@@ -327,17 +339,32 @@ fn counter_columns<'a>(rows: impl Iterator<Item = &'a Counters> + Clone) -> Vec<
         .collect()
 }
 
-async fn upsert_client_rollups(tx: &mut Transaction<'_, Postgres>, batch: &EncodedBatch) -> Result<()> {
+async fn upsert_client_rollups(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &EncodedBatch,
+) -> Result<()> {
     if batch.clients.is_empty() {
         return Ok(());
     }
     let sql = rollup_upsert_sql(
         "rollup_client_minute",
-        &[("client_kind", "text"), ("client", "text"), ("minute", "timestamptz")],
+        &[
+            ("client_kind", "text"),
+            ("client", "text"),
+            ("minute", "timestamptz"),
+        ],
     );
     let kinds: Vec<&str> = batch.clients.iter().map(|(k, _)| k.kind.as_str()).collect();
-    let clients: Vec<&str> = batch.clients.iter().map(|(k, _)| k.client.as_str()).collect();
-    let minutes: Vec<DateTime<Utc>> = batch.clients.iter().map(|(k, _)| ts(Timestamp(k.minute))).collect();
+    let clients: Vec<&str> = batch
+        .clients
+        .iter()
+        .map(|(k, _)| k.client.as_str())
+        .collect();
+    let minutes: Vec<DateTime<Utc>> = batch
+        .clients
+        .iter()
+        .map(|(k, _)| ts(Timestamp(k.minute)))
+        .collect();
     let mut q = sqlx::query(&sql).bind(kinds).bind(clients).bind(minutes);
     for col in counter_columns(batch.clients.iter().map(|(_, c)| c)) {
         q = q.bind(col);
@@ -346,7 +373,10 @@ async fn upsert_client_rollups(tx: &mut Transaction<'_, Postgres>, batch: &Encod
     Ok(())
 }
 
-async fn upsert_route_rollups(tx: &mut Transaction<'_, Postgres>, batch: &EncodedBatch) -> Result<()> {
+async fn upsert_route_rollups(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &EncodedBatch,
+) -> Result<()> {
     if batch.routes.is_empty() {
         return Ok(());
     }
@@ -355,7 +385,11 @@ async fn upsert_route_rollups(tx: &mut Transaction<'_, Postgres>, batch: &Encode
         &[("route", "text"), ("minute", "timestamptz")],
     );
     let routes: Vec<&str> = batch.routes.iter().map(|(k, _)| k.route.as_str()).collect();
-    let minutes: Vec<DateTime<Utc>> = batch.routes.iter().map(|(k, _)| ts(Timestamp(k.minute))).collect();
+    let minutes: Vec<DateTime<Utc>> = batch
+        .routes
+        .iter()
+        .map(|(k, _)| ts(Timestamp(k.minute)))
+        .collect();
     let mut q = sqlx::query(&sql).bind(routes).bind(minutes);
     for col in counter_columns(batch.routes.iter().map(|(_, c)| c)) {
         q = q.bind(col);
@@ -370,7 +404,9 @@ mod tests {
 
     #[test]
     fn partition_names_round_trip() {
-        let day = Timestamp::from_civil(2015, 5, 17, 0, 0, 0, 0, 0).unwrap().micros();
+        let day = Timestamp::from_civil(2015, 5, 17, 0, 0, 0, 0, 0)
+            .unwrap()
+            .micros();
         assert_eq!(partition_name(day), "access_log_p20150517");
         assert_eq!(parse_partition_day("access_log_p20150517"), Some(day));
         assert_eq!(parse_partition_day("access_log_default"), None);
@@ -378,7 +414,10 @@ mod tests {
 
     #[test]
     fn upsert_sql_merges_counters() {
-        let sql = rollup_upsert_sql("rollup_route_minute", &[("route", "text"), ("minute", "timestamptz")]);
+        let sql = rollup_upsert_sql(
+            "rollup_route_minute",
+            &[("route", "text"), ("minute", "timestamptz")],
+        );
         assert!(sql.starts_with("INSERT INTO rollup_route_minute (route, minute, requests,"));
         assert!(sql.contains("UNNEST($1::text[], $2::timestamptz[], $3::int8[]"));
         assert!(sql.contains("ON CONFLICT (route, minute)"));

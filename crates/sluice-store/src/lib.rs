@@ -14,5 +14,5 @@ pub use db::{Database, DatabaseConfig, MigrationState};
 pub use encode::{BatchBuilder, EncodedBatch, IngestCounts, RejectedLine};
 pub use error::StoreError;
 pub use ingest::WriteOutcome;
-pub use tokens::TokenInfo;
 pub use sqlx::PgPool;
+pub use tokens::TokenInfo;

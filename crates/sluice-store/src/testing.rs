@@ -34,8 +34,9 @@ async fn server() -> &'static Server {
         .get_or_init(|| async {
             let (admin, embedded) = match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.trim().is_empty() => {
-                    let opts = PgConnectOptions::from_str(&url)
-                        .unwrap_or_else(|e| panic!("DATABASE_URL is not a valid postgres url: {e}"));
+                    let opts = PgConnectOptions::from_str(&url).unwrap_or_else(|e| {
+                        panic!("DATABASE_URL is not a valid postgres url: {e}")
+                    });
                     (opts, None)
                 }
                 _ => {
@@ -72,7 +73,10 @@ async fn server() -> &'static Server {
                 .connect()
                 .await
                 .expect("connect to template database");
-            MIGRATOR.run(&mut tconn).await.expect("migrate the template database");
+            MIGRATOR
+                .run(&mut tconn)
+                .await
+                .expect("migrate the template database");
             tconn.close().await.ok();
             conn.close().await.ok();
             Server {
@@ -86,11 +90,12 @@ async fn server() -> &'static Server {
 
 /// Drop databases left behind by earlier test processes that no longer run.
 async fn collect_garbage(conn: &mut sqlx::PgConnection) {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'sluice\\_t%\\_%'")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'sluice\\_t%\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
     for name in names {
         let pid: Option<u32> = name
             .strip_prefix("sluice_t")
@@ -119,10 +124,20 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let server = server().await;
         let name = format!("{}{}", prefix(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let mut conn = server.admin.connect().await.expect("connect to test server");
-        conn.execute(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", server.template).as_str())
+        let mut conn = server
+            .admin
+            .connect()
             .await
-            .expect("create test database");
+            .expect("connect to test server");
+        conn.execute(
+            format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+                server.template
+            )
+            .as_str(),
+        )
+        .await
+        .expect("create test database");
         conn.close().await.ok();
         let options = server.admin.clone().database(&name);
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -155,7 +170,11 @@ impl TestDb {
                 self.options.get_port()
             )
         } else {
-            format!("postgres://{user}@{host}:{}/{}", self.options.get_port(), self.name)
+            format!(
+                "postgres://{user}@{host}:{}/{}",
+                self.options.get_port(),
+                self.name
+            )
         }
     }
 }
@@ -167,12 +186,16 @@ impl Drop for TestDb {
         // Drop runs inside the test's runtime; use a thread with its own runtime to finish.
         // FORCE terminates this test's pooled connections on the server side.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(mut conn) = admin.connect().await {
                         let _ = conn
-                            .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                            )
                             .await;
                         let _ = conn.close().await;
                     }

@@ -24,13 +24,30 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-type TokenRow = (i64, String, String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+type TokenRow = (
+    i64,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+type TokenRowWithHash = (
+    i64,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Vec<u8>,
+);
 
 fn to_info(r: TokenRow) -> Result<TokenInfo> {
     Ok(TokenInfo {
         id: r.0,
         name: r.1,
-        role: r.2
+        role: r
+            .2
             .parse()
             .map_err(|e: sluice_core::auth::UnknownRole| StoreError::Conflict(e.to_string()))?,
         prefix: r.3,
@@ -50,7 +67,12 @@ fn new_secret() -> String {
 }
 
 /// Create a token; returns its info and the secret, which is shown once and never stored.
-pub async fn create_token(pool: &PgPool, name: &str, role: Role, actor: &str) -> Result<(TokenInfo, String)> {
+pub async fn create_token(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    actor: &str,
+) -> Result<(TokenInfo, String)> {
     let name = name.trim();
     if name.is_empty() {
         return Err(StoreError::Conflict("token name must not be empty".into()));
@@ -71,7 +93,9 @@ pub async fn create_token(pool: &PgPool, name: &str, role: Role, actor: &str) ->
     .await;
     let row = match row {
         Err(sqlx::Error::Database(d)) if d.constraint() == Some("api_tokens_name_key") => {
-            return Err(StoreError::Conflict(format!("a token named {name:?} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "a token named {name:?} already exists"
+            )));
         }
         other => other?,
     };
@@ -130,14 +154,13 @@ pub async fn revoke_token(pool: &PgPool, name_or_id: &str, actor: &str) -> Resul
 /// The active token whose secret is `secret`, if any.
 pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<TokenInfo>> {
     let hash = hash_token(secret);
-    let row: Option<(i64, String, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Vec<u8>)> =
-        sqlx::query_as(
-            "SELECT id, name, role, prefix, created_at, revoked_at, token_hash FROM api_tokens
+    let row: Option<TokenRowWithHash> = sqlx::query_as(
+        "SELECT id, name, role, prefix, created_at, revoked_at, token_hash FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&hash[..])
-        .fetch_optional(pool)
-        .await?;
+    )
+    .bind(&hash[..])
+    .fetch_optional(pool)
+    .await?;
     match row {
         Some(r) if bool::from(r.6.as_slice().ct_eq(&hash[..])) => {
             Ok(Some(to_info((r.0, r.1, r.2, r.3, r.4, r.5))?))
@@ -148,9 +171,11 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<TokenInf
 
 /// Number of tokens that are not revoked.
 pub async fn active_token_count(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL")
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// One entry of the audit log.
@@ -189,7 +214,11 @@ pub async fn audit_tx(
     Ok(())
 }
 
-pub async fn list_audit(pool: &PgPool, limit: i64, before_id: Option<i64>) -> Result<Vec<AuditEntry>> {
+pub async fn list_audit(
+    pool: &PgPool,
+    limit: i64,
+    before_id: Option<i64>,
+) -> Result<Vec<AuditEntry>> {
     Ok(sqlx::query_as(
         "SELECT id, at, actor, action, target, reason, before, after FROM audit_log
          WHERE ($1::int8 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",

@@ -34,13 +34,23 @@ async fn batch_is_copied_with_rollups_rejects_and_partitions() {
     b.push(&rec(18, 0, "ak_2", "/b", 500));
     b.reject(4, "invalid $status \"2x0\": not a number", b"bad line");
     let out = w.write(b.finish(Some("k1".into()), "nginx")).await.unwrap();
-    let counts = IngestCounts { read: 4, accepted: 3, rejected: 1 };
+    let counts = IngestCounts {
+        read: 4,
+        accepted: 3,
+        rejected: 1,
+    };
     assert!(matches!(out, WriteOutcome::Committed { counts: c, .. } if c == counts));
 
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log").fetch_one(&db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 3);
     let (ip, source): (String, String) =
-        sqlx::query_as("SELECT host(ip), source FROM access_log WHERE status = 500").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT host(ip), source FROM access_log WHERE status = 500")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((ip.as_str(), source.as_str()), ("83.149.9.216", "edge-1"));
     let parts: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -51,7 +61,12 @@ async fn batch_is_copied_with_rollups_rejects_and_partitions() {
     .unwrap();
     assert_eq!(
         parts,
-        ["access_log_p20150517", "access_log_p20150518", "access_log_p20150519", "access_log_p20150520"]
+        [
+            "access_log_p20150517",
+            "access_log_p20150518",
+            "access_log_p20150519",
+            "access_log_p20150520"
+        ]
     );
     let (requests, s404): (i64, i64) = sqlx::query_as(
         "SELECT requests, status_404 FROM rollup_client_minute WHERE client = 'ak_1'",
@@ -71,19 +86,21 @@ async fn batch_is_copied_with_rollups_rejects_and_partitions() {
     let again = w.write(b.finish(Some("k1".into()), "nginx")).await.unwrap();
     assert!(again.is_duplicate());
     assert_eq!(again.counts(), counts);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log").fetch_one(&db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 3);
 
     // A second batch merges into the same rollup rows.
     let mut b = BatchBuilder::new("edge-1");
     b.push(&rec(17, 5, "ak_1", "/a", 200));
     w.write(b.finish(None, "nginx")).await.unwrap();
-    let requests: i64 = sqlx::query_scalar(
-        "SELECT requests FROM rollup_route_minute WHERE route = '/a'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let requests: i64 =
+        sqlx::query_scalar("SELECT requests FROM rollup_route_minute WHERE route = '/a'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(requests, 3);
 }
 
@@ -99,10 +116,22 @@ async fn retention_drops_whole_partitions_in_log_time() {
     // Newest log day is May 20; keeping 5 days of raw data drops May 1 and May 10 (and the
     // look-ahead partitions after them), keeps May 20.
     let dropped = w.apply_retention(5, 15).await.unwrap();
-    assert!(dropped.contains(&"access_log_p20150501".to_string()), "{dropped:?}");
-    assert!(dropped.contains(&"access_log_p20150510".to_string()), "{dropped:?}");
-    assert!(!dropped.contains(&"access_log_p20150520".to_string()), "{dropped:?}");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log").fetch_one(&db.pool).await.unwrap();
+    assert!(
+        dropped.contains(&"access_log_p20150501".to_string()),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.contains(&"access_log_p20150510".to_string()),
+        "{dropped:?}"
+    );
+    assert!(
+        !dropped.contains(&"access_log_p20150520".to_string()),
+        "{dropped:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_log")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 1);
     let rollup_minutes: i64 = sqlx::query_scalar("SELECT count(*) FROM rollup_client_minute")
         .fetch_one(&db.pool)
@@ -118,26 +147,54 @@ async fn retention_drops_whole_partitions_in_log_time() {
 #[tokio::test]
 async fn tokens_are_hashed_revocable_and_audited() {
     let db = TestDb::new().await;
-    let (info, secret) = tokens::create_token(&db.pool, "edge", Role::Gateway, "cli").await.unwrap();
+    let (info, secret) = tokens::create_token(&db.pool, "edge", Role::Gateway, "cli")
+        .await
+        .unwrap();
     assert_eq!(info.role, Role::Gateway);
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM api_tokens").fetch_one(&db.pool).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, tokens::hash_token(&secret).to_vec());
     assert_ne!(stored, secret.as_bytes());
-    assert_eq!(tokens::authenticate(&db.pool, &secret).await.unwrap().unwrap().name, "edge");
-    assert!(tokens::authenticate(&db.pool, "slc_wrong").await.unwrap().is_none());
-    let dup = tokens::create_token(&db.pool, "edge", Role::Admin, "cli").await.unwrap_err();
+    assert_eq!(
+        tokens::authenticate(&db.pool, &secret)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "edge"
+    );
+    assert!(tokens::authenticate(&db.pool, "slc_wrong")
+        .await
+        .unwrap()
+        .is_none());
+    let dup = tokens::create_token(&db.pool, "edge", Role::Admin, "cli")
+        .await
+        .unwrap_err();
     assert_eq!(dup.to_string(), "a token named \"edge\" already exists");
     tokens::revoke_token(&db.pool, "edge", "cli").await.unwrap();
-    assert!(tokens::authenticate(&db.pool, &secret).await.unwrap().is_none());
-    let missing = tokens::revoke_token(&db.pool, "nope", "cli").await.unwrap_err();
+    assert!(tokens::authenticate(&db.pool, &secret)
+        .await
+        .unwrap()
+        .is_none());
+    let missing = tokens::revoke_token(&db.pool, "nope", "cli")
+        .await
+        .unwrap_err();
     assert_eq!(missing.to_string(), "token \"nope\" not found");
     let audit = tokens::list_audit(&db.pool, 10, None).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["token.revoke", "token.create"]);
     // The audit log is append-only.
-    let err = sqlx::query("DELETE FROM audit_log").execute(&db.pool).await.unwrap_err();
+    let err = sqlx::query("DELETE FROM audit_log")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
-    let err = sqlx::query("TRUNCATE audit_log").execute(&db.pool).await.unwrap_err();
+    let err = sqlx::query("TRUNCATE audit_log")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
 }
 
@@ -146,5 +203,7 @@ async fn migration_status_lists_applied_migrations() {
     let db = TestDb::new().await;
     let status = db.database().migration_status().await.unwrap();
     assert!(status.len() >= 2);
-    assert!(status.iter().all(|m| m.success == Some(true) && m.checksum_matches == Some(true)));
+    assert!(status
+        .iter()
+        .all(|m| m.success == Some(true) && m.checksum_matches == Some(true)));
 }
