@@ -140,15 +140,21 @@ pub struct EmbeddedOptions {
     pub ephemeral: bool,
 }
 
-/// A running embedded cluster. Stopped on [`EmbeddedPostgres::stop`] or drop, if this process
-/// started it (a cluster that was already running, e.g. under `sluice serve`, is left running).
+/// A running embedded cluster, stopped on [`EmbeddedPostgres::stop`] or drop when no other Sluice
+/// process still uses it.
+///
+/// Every process that uses the cluster holds a shared `flock` on `DIR/sluice.lock`; the last one to
+/// leave (the one that can upgrade to an exclusive lock) stops the server. So `sluice ingest` run
+/// next to `sluice serve` leaves the server running, and a cluster left running by a killed process
+/// is stopped by the next process that exits cleanly.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     bins: PgBinaries,
     pgdata: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<RunAs>,
-    started_by_us: bool,
+    lock: Option<std::fs::File>,
+    ephemeral: bool,
 }
 
 impl EmbeddedPostgres {
@@ -190,8 +196,19 @@ impl EmbeddedPostgres {
             pgdata,
             socket_dir,
             run_as,
-            started_by_us: false,
+            lock: None,
+            ephemeral: opts.ephemeral,
         };
+        let lock_path = dir.join("sluice.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("open {}", lock_path.display())))?;
+        lock.lock_shared()
+            .map_err(io_err(format!("lock {}", lock_path.display())))?;
+        pg.lock = Some(lock);
         if !pg.pgdata.join("PG_VERSION").exists() {
             tracing::info!(pgdata = %pg.pgdata.display(), "creating embedded postgres cluster");
             let mut args: Vec<OsString> = vec![
@@ -235,7 +252,6 @@ impl EmbeddedPostgres {
             ];
             tracing::debug!(pgdata = %pg.pgdata.display(), "starting embedded postgres");
             pg.run("pg_ctl", &args, &dir)?;
-            pg.started_by_us = true;
             if opts.ephemeral {
                 pg.spawn_watchdog(&dir)?;
             }
@@ -252,12 +268,21 @@ impl EmbeddedPostgres {
         &self.pgdata
     }
 
-    /// Stop the server (fast shutdown) if this process started it.
+    /// Stop the server (fast shutdown) unless another Sluice process still uses it. Ephemeral
+    /// clusters are left to their watchdog.
     pub fn stop(&mut self) {
-        if !self.started_by_us {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        if self.ephemeral {
             return;
         }
-        self.started_by_us = false;
+        if lock.try_lock().is_err() {
+            tracing::debug!(
+                "embedded postgres is still used by another sluice process; leaving it running"
+            );
+            return;
+        }
         let cwd = self.pgdata.parent().unwrap_or(Path::new("/")).to_owned();
         let args: Vec<OsString> = vec![
             "stop".into(),

@@ -31,7 +31,12 @@ pub struct Cli {
     pub log_output: LogOutput,
 
     /// Log filter in `tracing` syntax, e.g. `info`, `sluice=debug,sqlx=warn`.
-    #[arg(long, env = "SLUICE_LOG", default_value = "info,sqlx=warn", global = true)]
+    #[arg(
+        long,
+        env = "SLUICE_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
     pub log: String,
 
     #[command(subcommand)]
@@ -47,7 +52,12 @@ pub enum LogOutput {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Sluice's data directory: the embedded Postgres cluster and local state live here.
-    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./.sluice", global = true)]
+    #[arg(
+        long,
+        env = "SLUICE_DATA_DIR",
+        default_value = "./.sluice",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Use this Postgres database instead of the embedded cluster
@@ -57,7 +67,12 @@ pub struct GlobalArgs {
 
     /// When Sluice runs as root, the unprivileged system user that runs the embedded Postgres
     /// (initdb and postgres refuse to run as root).
-    #[arg(long, env = "SLUICE_PG_USER", default_value = "postgres", global = true)]
+    #[arg(
+        long,
+        env = "SLUICE_PG_USER",
+        default_value = "postgres",
+        global = true
+    )]
     pub pg_user: String,
 
     /// Directory holding initdb, pg_ctl and postgres, when they are neither on PATH nor under
@@ -84,6 +99,62 @@ pub enum Command {
     Series(SeriesArgs),
     /// Forecast series: M4-style CSVs or one `timestamp,value` series.
     Forecast(ForecastArgs),
+    /// Generate labelled synthetic access logs: API clients with daily rhythms, browsers, hourly
+    /// batch jobs, a flash crowd, and one attack of each class, with a labels file (ground truth).
+    #[command(after_help = SIM_AFTER_HELP)]
+    Sim(SimArgs),
+}
+
+const SIM_AFTER_HELP: &str = "\
+Attack classes: scraping, credential_stuffing (many IPs, low rate each, mostly 401), enumeration
+(low and slow, below static limits), compromised_key (new IPs, agent and endpoints for a known key),
+probing (mostly 404s on odd paths), flood (a short multi-IP burst).
+
+Ingest the result with `sluice ingest --format <F> [--log-format '<STRING>']`; nginx-apikey, apache
+and envoy use custom format strings, which --print-log-format shows.";
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Random seed; the same options give the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Log time of the first request, RFC 3339.
+    #[arg(long, default_value = "2026-03-02T00:00:00Z")]
+    pub start: String,
+    /// Simulated span: 90m, 6h, 1d, ...
+    #[arg(long, default_value = "6h")]
+    pub duration: String,
+    /// Scale legitimate traffic to about N lines in total; 0 keeps the natural rates
+    /// (about 19 requests/min per API client).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+    /// API clients (identified by key).
+    #[arg(long, default_value_t = 220)]
+    pub clients: usize,
+    /// Anonymous browsers (identified by IP).
+    #[arg(long, default_value_t = 100)]
+    pub browsers: usize,
+    /// Keys that burst at the top of every hour.
+    #[arg(long, default_value_t = 8)]
+    pub batch_jobs: usize,
+    /// Attack classes to play, comma-separated, `all` or `none`.
+    #[arg(long, default_value = "all")]
+    pub attacks: String,
+    /// Leave out the flash crowd.
+    #[arg(long)]
+    pub no_flash_crowd: bool,
+    /// nginx, nginx-apikey, apache, envoy, envoy-json, kong, ndjson.
+    #[arg(long, short = 'f', default_value = "nginx-apikey")]
+    pub format: String,
+    /// Log file; `-` for stdout.
+    #[arg(long, short = 'o', default_value = "-")]
+    pub output: PathBuf,
+    /// Where to write the ground truth (JSON); default `<output>.labels.json` (none for stdout).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Print the `sluice ingest` flags that read --format, and exit.
+    #[arg(long)]
+    pub print_log_format: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +185,20 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct EnrichArgs {
     /// Which fields identify a client, in order of preference: the first one present wins.
-    #[arg(long, env = "SLUICE_CLIENT_KEY", default_value = "api_key,consumer,user,ip")]
+    #[arg(
+        long,
+        env = "SLUICE_CLIENT_KEY",
+        default_value = "api_key,consumer,user,ip"
+    )]
     pub client_key: String,
 
     /// Route template (repeatable), e.g. `/v1/users/{user}/files/*` or `/static/**`; paths that
     /// match normalise to the template. Others get numeric, UUID and hex segments replaced by {id}.
-    #[arg(long = "route-pattern", env = "SLUICE_ROUTE_PATTERNS", value_delimiter = ',')]
+    #[arg(
+        long = "route-pattern",
+        env = "SLUICE_ROUTE_PATTERNS",
+        value_delimiter = ','
+    )]
     pub route_patterns: Vec<String>,
 }
 

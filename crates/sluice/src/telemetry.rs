@@ -11,9 +11,15 @@ pub fn init(output: LogOutput, filter: &str) {
         eprintln!("warning: invalid --log filter {filter:?} ({e}); using `info`");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match output {
-        LogOutput::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogOutput::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogOutput::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

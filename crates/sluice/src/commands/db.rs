@@ -9,12 +9,19 @@ use super::database_config;
 use crate::cli::{DbCommand, GlobalArgs};
 
 pub async fn run(g: &GlobalArgs, cmd: DbCommand) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&database_config(g)).await.context("failed to open the database")?;
+    let db = Database::open(&database_config(g))
+        .await
+        .context("failed to open the database")?;
     let res = match cmd {
         DbCommand::Migrate => {
-            db.migrate().await.context("failed to migrate the database")?;
+            db.migrate()
+                .await
+                .context("failed to migrate the database")?;
             let n = db.migration_status().await?.len();
-            println!("database is up to date ({n} migrations applied) — {}", db.description());
+            println!(
+                "database is up to date ({n} migrations applied) — {}",
+                db.description()
+            );
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Status { json } => {
@@ -23,7 +30,10 @@ pub async fn run(g: &GlobalArgs, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 println!("{}", db.description());
-                println!("{:<8} {:<26} {:<10} DESCRIPTION", "VERSION", "APPLIED AT", "STATE");
+                println!(
+                    "{:<8} {:<26} {:<10} DESCRIPTION",
+                    "VERSION", "APPLIED AT", "STATE"
+                );
                 for m in &status {
                     let state = match (m.success, m.checksum_matches) {
                         (None, _) => "pending",
@@ -31,8 +41,14 @@ pub async fn run(g: &GlobalArgs, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                         (Some(true), Some(false)) => "CHANGED",
                         (Some(true), _) => "applied",
                     };
-                    let at = m.applied_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
-                    println!("{:<8} {:<26} {:<10} {}", m.version, at, state, m.description);
+                    let at = m
+                        .applied_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<8} {:<26} {:<10} {}",
+                        m.version, at, state, m.description
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

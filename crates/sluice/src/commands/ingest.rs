@@ -28,14 +28,26 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
         .format
         .parse()
         .map_err(|e: sluice_logs::UnknownFormat| anyhow::anyhow!("{e}"))?;
-    let format = FormatChoice { name, log_format: args.log_format.clone() };
+    let format = FormatChoice {
+        name,
+        log_format: args.log_format.clone(),
+    };
     format.spec().map_err(|e| anyhow::anyhow!("{e}"))?; // validate before touching the database
     let enrich = enrichment(&args.enrich)?;
     let db = open_db(g).await?;
     let writer = Arc::new(IngestWriter::new(db.pool().clone()));
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
-    let mut report = Report { read: 0, accepted: 0, rejected: 0, duplicate_batches: 0, duplicate_lines: 0, seconds: 0.0, lines_per_second: 0.0, files: Vec::new() };
+    let mut report = Report {
+        read: 0,
+        accepted: 0,
+        rejected: 0,
+        duplicate_batches: 0,
+        duplicate_lines: 0,
+        seconds: 0.0,
+        lines_per_second: 0.0,
+        files: Vec::new(),
+    };
     let mut failure = None;
     for path in &args.paths {
         let input = input_for(path);
@@ -50,8 +62,10 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
             let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_prefix(input.describe());
             bar
@@ -60,7 +74,10 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
         let res = ingest_stream(writer.clone(), input.clone(), cfg, move |p| {
             if let Some(b) = &progress_bar {
                 b.set_position(p.bytes_read);
-                b.set_message(format!("{} lines, {} rejected", p.counts.read, p.counts.rejected));
+                b.set_message(format!(
+                    "{} lines, {} rejected",
+                    p.counts.read, p.counts.rejected
+                ));
             }
         })
         .await;
@@ -80,15 +97,30 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
                 report.files.push(s);
             }
             Err(e) => {
-                failure = Some(anyhow::Error::new(e).context(format!("failed to ingest {}", input.describe())));
+                failure = Some(
+                    anyhow::Error::new(e).context(format!("failed to ingest {}", input.describe())),
+                );
                 break;
             }
         }
     }
-    if failure.is_none() && (args.retention.retention_days > 0 || args.retention.rollup_retention_days > 0) {
-        let raw = if args.retention.retention_days == 0 { u32::MAX / 2 } else { args.retention.retention_days };
-        let rollup = if args.retention.rollup_retention_days == 0 { u32::MAX / 2 } else { args.retention.rollup_retention_days };
-        let dropped = writer.apply_retention(raw, rollup).await.context("failed to apply retention")?;
+    if failure.is_none()
+        && (args.retention.retention_days > 0 || args.retention.rollup_retention_days > 0)
+    {
+        let raw = if args.retention.retention_days == 0 {
+            u32::MAX / 2
+        } else {
+            args.retention.retention_days
+        };
+        let rollup = if args.retention.rollup_retention_days == 0 {
+            u32::MAX / 2
+        } else {
+            args.retention.rollup_retention_days
+        };
+        let dropped = writer
+            .apply_retention(raw, rollup)
+            .await
+            .context("failed to apply retention")?;
         if !dropped.is_empty() {
             tracing::info!(?dropped, "retention dropped partitions");
         }
@@ -98,7 +130,11 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
         return Err(e);
     }
     report.seconds = started.elapsed().as_secs_f64();
-    report.lines_per_second = if report.seconds > 0.0 { report.read as f64 / report.seconds } else { 0.0 };
+    report.lines_per_second = if report.seconds > 0.0 {
+        report.read as f64 / report.seconds
+    } else {
+        0.0
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -110,7 +146,10 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
             report.seconds,
             report.lines_per_second,
             if report.duplicate_batches > 0 {
-                format!("; {} batches ({} lines) were already ingested and skipped", report.duplicate_batches, report.duplicate_lines)
+                format!(
+                    "; {} batches ({} lines) were already ingested and skipped",
+                    report.duplicate_batches, report.duplicate_lines
+                )
             } else {
                 String::new()
             }

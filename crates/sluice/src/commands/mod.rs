@@ -6,6 +6,7 @@ mod ingest;
 mod rejects;
 mod series;
 mod serve;
+mod sim;
 mod token;
 
 use std::process::ExitCode;
@@ -27,12 +28,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => token::run(&cli.global, cmd).await,
         Command::Series(args) => series::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }
 
 pub fn database_config(g: &GlobalArgs) -> DatabaseConfig {
     DatabaseConfig {
-        url: g.database_url.as_ref().map(|u| u.expose_secret().to_owned()),
+        url: g
+            .database_url
+            .as_ref()
+            .map(|u| u.expose_secret().to_owned()),
         data_dir: g.data_dir.clone(),
         pg_user: Some(g.pg_user.clone()),
         pg_bin_dir: g.pg_bin_dir.clone(),
@@ -44,9 +49,13 @@ pub fn database_config(g: &GlobalArgs) -> DatabaseConfig {
 /// Open the database (starting the embedded cluster when needed) and apply migrations.
 pub async fn open_db(g: &GlobalArgs) -> anyhow::Result<Database> {
     let cfg = database_config(g);
-    let db = Database::open(&cfg).await.context("failed to open the database")?;
+    let db = Database::open(&cfg)
+        .await
+        .context("failed to open the database")?;
     tracing::debug!(database = %db.description(), "database ready");
-    db.migrate().await.context("failed to migrate the database")?;
+    db.migrate()
+        .await
+        .context("failed to migrate the database")?;
     Ok(db)
 }
 
@@ -59,7 +68,10 @@ pub fn enrichment(a: &EnrichArgs) -> anyhow::Result<Arc<Enrichment>> {
         .route_patterns
         .iter()
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.parse().with_context(|| "invalid --route-pattern".to_string()))
+        .map(|p| {
+            p.parse()
+                .with_context(|| "invalid --route-pattern".to_string())
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Arc::new(Enrichment {
         client_key,

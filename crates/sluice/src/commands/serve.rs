@@ -23,7 +23,11 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ApiConfig::default()
     };
     let state = AppState::new(db.pool().clone(), enrich, config);
-    let retention = spawn_retention(db.pool().clone(), args.retention.retention_days, args.retention.rollup_retention_days);
+    let retention = spawn_retention(
+        db.pool().clone(),
+        args.retention.retention_days,
+        args.retention.rollup_retention_days,
+    );
 
     let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
         tracing::info!(%addr, "sluice is listening");
@@ -44,7 +48,8 @@ async fn bootstrap_admin_token(g: &GlobalArgs, pool: &sluice_store::PgPool) -> a
         return Ok(());
     }
     let name = format!("bootstrap-admin-{}", chrono_now_compact());
-    let (_, secret) = tokens::create_token(pool, &name, sluice_core::Role::Admin, "sluice-serve").await?;
+    let (_, secret) =
+        tokens::create_token(pool, &name, sluice_core::Role::Admin, "sluice-serve").await?;
     let path = g.data_dir.join("admin.token");
     std::fs::create_dir_all(&g.data_dir).ok();
     write_private(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
@@ -65,11 +70,20 @@ fn chrono_now_compact() -> String {
 fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
     writeln!(f, "{secret}")
 }
 
-fn spawn_retention(pool: sluice_store::PgPool, raw_days: u32, rollup_days: u32) -> tokio::task::JoinHandle<()> {
+fn spawn_retention(
+    pool: sluice_store::PgPool,
+    raw_days: u32,
+    rollup_days: u32,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if raw_days == 0 && rollup_days == 0 {
             return;
@@ -78,10 +92,20 @@ fn spawn_retention(pool: sluice_store::PgPool, raw_days: u32, rollup_days: u32) 
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let raw = if raw_days == 0 { u32::MAX / 2 } else { raw_days };
-            let rollup = if rollup_days == 0 { u32::MAX / 2 } else { rollup_days };
+            let raw = if raw_days == 0 {
+                u32::MAX / 2
+            } else {
+                raw_days
+            };
+            let rollup = if rollup_days == 0 {
+                u32::MAX / 2
+            } else {
+                rollup_days
+            };
             match writer.apply_retention(raw, rollup).await {
-                Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "retention dropped partitions"),
+                Ok(dropped) if !dropped.is_empty() => {
+                    tracing::info!(?dropped, "retention dropped partitions")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention failed"),
             }

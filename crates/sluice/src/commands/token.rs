@@ -11,7 +11,9 @@ use crate::cli::{GlobalArgs, TokenCommand};
 
 /// Actor recorded in the audit log for tokens managed from the command line.
 fn cli_actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
 }
 
@@ -23,7 +25,10 @@ pub async fn run(g: &GlobalArgs, cmd: TokenCommand) -> anyhow::Result<ExitCode> 
             TokenCommand::Create { role, name } => {
                 let role: Role = role.parse()?;
                 let (info, secret) = tokens::create_token(&pool, &name, role, &cli_actor()).await?;
-                eprintln!("created {} token {:?} (shown once; store it now)", info.role, info.name);
+                eprintln!(
+                    "created {} token {:?} (shown once; store it now)",
+                    info.role, info.name
+                );
                 println!("{secret}");
             }
             TokenCommand::List { json } => {
@@ -31,15 +36,31 @@ pub async fn run(g: &GlobalArgs, cmd: TokenCommand) -> anyhow::Result<ExitCode> 
                 if json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
-                    println!("{:<6} {:<24} {:<8} {:<12} {:<26} STATE", "ID", "NAME", "ROLE", "PREFIX", "CREATED");
+                    println!(
+                        "{:<6} {:<24} {:<8} {:<12} {:<26} STATE",
+                        "ID", "NAME", "ROLE", "PREFIX", "CREATED"
+                    );
                     for t in list {
-                        let state = t.revoked_at.map(|r| format!("revoked {}", r.to_rfc3339())).unwrap_or_else(|| "active".into());
-                        println!("{:<6} {:<24} {:<8} {:<12} {:<26} {}", t.id, t.name, t.role, t.prefix, t.created_at.to_rfc3339(), state);
+                        let state = t
+                            .revoked_at
+                            .map(|r| format!("revoked {}", r.to_rfc3339()))
+                            .unwrap_or_else(|| "active".into());
+                        println!(
+                            "{:<6} {:<24} {:<8} {:<12} {:<26} {}",
+                            t.id,
+                            t.name,
+                            t.role,
+                            t.prefix,
+                            t.created_at.to_rfc3339(),
+                            state
+                        );
                     }
                 }
             }
             TokenCommand::Revoke { name } => {
-                let t = tokens::revoke_token(&pool, &name, &cli_actor()).await.context("failed to revoke")?;
+                let t = tokens::revoke_token(&pool, &name, &cli_actor())
+                    .await
+                    .context("failed to revoke")?;
                 println!("revoked token {:?} ({})", t.name, t.role);
             }
         }
