@@ -21,11 +21,13 @@ pub enum ApiError {
     },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the limit of {limit} bytes{what}")]
     TooLarge { limit: usize, what: &'static str },
     #[error("unsupported content encoding {0:?}: send identity or gzip")]
     UnsupportedEncoding(String),
-    #[error("ingest queue is full ({capacity} batches waiting); retry after {retry_after_s} s")]
+    #[error("ingest queue is full (it holds {capacity} batches); retry after {retry_after_s} s")]
     QueueFull { capacity: usize, retry_after_s: u64 },
     #[error("database unavailable; retry later")]
     Unavailable { retry_after: Duration },
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::TooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedEncoding(_) => "unsupported-encoding",
             ApiError::QueueFull { .. } => "ingest-queue-full",
@@ -102,7 +106,10 @@ impl IntoResponse for ApiError {
         );
         match &self {
             ApiError::Unavailable { retry_after } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs()),
+                );
             }
             ApiError::QueueFull {
                 capacity,

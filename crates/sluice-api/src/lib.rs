@@ -97,12 +97,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/logs", post(logs::post_logs))
         .route("/v1/logs/rejects", get(logs::get_rejects))
         .route("/v1/whoami", get(whoami))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(v1)
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(format!("route {}", uri.path()))
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: uri.path().to_owned(),
+                }
+            },
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

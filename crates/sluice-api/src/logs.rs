@@ -5,6 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::{Extension, Json};
@@ -42,7 +43,20 @@ pub struct LogsResponse {
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// A malformed query string answers problem+json like every other error, not axum's plain text.
+fn bad_query(e: QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let why = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::BadRequest(format!("invalid query string: {why}"))
 }
 
 /// A job for the ingest writers: the batch and where to send the outcome.
@@ -54,16 +68,19 @@ pub(crate) type Job = (
 pub async fn post_logs(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Query(q): Query<LogsQuery>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<LogsResponse>> {
     who.require(Role::Gateway, "ship logs")?;
+    let Query(q) = q.map_err(bad_query)?;
     let limits = &state.config;
-    let raw = to_bytes(body, limits.max_body_bytes).await.map_err(|_| ApiError::TooLarge {
-        limit: limits.max_body_bytes,
-        what: "",
-    })?;
+    let raw = to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::TooLarge {
+            limit: limits.max_body_bytes,
+            what: "",
+        })?;
     let body = match header_str(&headers, header::CONTENT_ENCODING.as_str()) {
         None | Some("identity") => raw.to_vec(),
         Some(enc) if enc.eq_ignore_ascii_case("gzip") || enc.eq_ignore_ascii_case("x-gzip") => {
@@ -84,7 +101,9 @@ pub async fn post_logs(
         Some(other) => return Err(ApiError::UnsupportedEncoding(other.to_owned())),
     };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("request body is empty: send log lines, NDJSON or a JSON array".into()));
+        return Err(ApiError::BadRequest(
+            "request body is empty: send log lines, NDJSON or a JSON array".into(),
+        ));
     }
 
     let format = q
@@ -120,13 +139,18 @@ pub async fn post_logs(
     let format = batch.format.clone();
 
     let (tx, rx) = tokio::sync::oneshot::channel();
-    state.ingest_queue.try_send((batch, tx)).map_err(|e| match e {
-        tokio::sync::mpsc::error::TrySendError::Full(_) => ApiError::QueueFull {
-            capacity: state.config.queue_capacity,
-            retry_after_s: 1,
-        },
-        tokio::sync::mpsc::error::TrySendError::Closed(_) => ApiError::Internal("ingest writers stopped".into()),
-    })?;
+    state
+        .ingest_queue
+        .try_send((batch, tx))
+        .map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => ApiError::QueueFull {
+                capacity: state.config.queue_capacity,
+                retry_after_s: 1,
+            },
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ApiError::Internal("ingest writers stopped".into())
+            }
+        })?;
     let outcome = rx
         .await
         .map_err(|_| ApiError::Internal("ingest writer dropped the batch".into()))??;
@@ -162,11 +186,17 @@ pub struct RejectsPage {
 pub async fn get_rejects(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Query(q): Query<RejectsQuery>,
+    q: Result<Query<RejectsQuery>, QueryRejection>,
 ) -> ApiResult<Json<RejectsPage>> {
     who.require(Role::Analyst, "read rejected lines")?;
+    let Query(q) = q.map_err(bad_query)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let items = state.writer.list_rejects(q.source.as_deref(), limit, q.before).await?;
-    let next_before = (items.len() as i64 == limit).then(|| items.last().map(|r| r.id)).flatten();
+    let items = state
+        .writer
+        .list_rejects(q.source.as_deref(), limit, q.before)
+        .await?;
+    let next_before = (items.len() as i64 == limit)
+        .then(|| items.last().map(|r| r.id))
+        .flatten();
     Ok(Json(RejectsPage { items, next_before }))
 }

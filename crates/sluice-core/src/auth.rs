@@ -73,6 +73,9 @@ mod tests {
         ] {
             assert_eq!(role.allows(required), ok, "{role} -> {required}");
         }
-        assert_eq!("root".parse::<Role>().unwrap_err().to_string(), "unknown role \"root\" (expected gateway, analyst or admin)");
+        assert_eq!(
+            "root".parse::<Role>().unwrap_err().to_string(),
+            "unknown role \"root\" (expected gateway, analyst or admin)"
+        );
     }
 }

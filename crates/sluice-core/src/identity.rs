@@ -160,14 +160,20 @@ mod tests {
             "api_key,ip"
         );
         assert_eq!(
-            "api_key,host".parse::<ClientKeyPolicy>().unwrap_err().to_string(),
+            "api_key,host"
+                .parse::<ClientKeyPolicy>()
+                .unwrap_err()
+                .to_string(),
             "unknown client key field \"host\" (expected one of api_key, consumer, user, ip)"
         );
         assert_eq!(
             "ip,ip".parse::<ClientKeyPolicy>().unwrap_err(),
             IdentityError::Duplicate("ip".into())
         );
-        assert_eq!(" , ".parse::<ClientKeyPolicy>().unwrap_err(), IdentityError::Empty);
+        assert_eq!(
+            " , ".parse::<ClientKeyPolicy>().unwrap_err(),
+            IdentityError::Empty
+        );
     }
 
     #[test]
@@ -180,15 +186,24 @@ mod tests {
         };
         assert_eq!(
             policy.resolve(&rec),
-            Some(ClientId { kind: ClientKind::Ip, value: "10.0.0.1".into() })
+            Some(ClientId {
+                kind: ClientKind::Ip,
+                value: "10.0.0.1".into()
+            })
         );
         rec.api_key = Some("ak_1".into());
         assert_eq!(
             policy.resolve(&rec),
-            Some(ClientId { kind: ClientKind::ApiKey, value: "ak_1".into() })
+            Some(ClientId {
+                kind: ClientKind::ApiKey,
+                value: "ak_1".into()
+            })
         );
         let ip_only: ClientKeyPolicy = "ip".parse().unwrap();
         assert_eq!(ip_only.resolve(&rec).unwrap().kind, ClientKind::Ip);
-        assert_eq!(ClientKeyPolicy::default().resolve(&AccessRecord::default()), None);
+        assert_eq!(
+            ClientKeyPolicy::default().resolve(&AccessRecord::default()),
+            None
+        );
     }
 }

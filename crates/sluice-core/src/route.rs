@@ -51,11 +51,15 @@ impl FromStr for RoutePattern {
                     return Err(RoutePatternError::RestNotLast(text.to_owned()));
                 }
                 PatternSegment::Rest
-            } else if *part == "*" || (part.starts_with('{') && part.ends_with('}') && part.len() >= 2)
+            } else if *part == "*"
+                || (part.starts_with('{') && part.ends_with('}') && part.len() >= 2)
             {
                 PatternSegment::One
             } else if part.starts_with('{') {
-                return Err(RoutePatternError::Unclosed(text.to_owned(), (*part).to_owned()));
+                return Err(RoutePatternError::Unclosed(
+                    text.to_owned(),
+                    (*part).to_owned(),
+                ));
             } else {
                 PatternSegment::Literal((*part).to_owned())
             };
@@ -180,7 +184,11 @@ mod tests {
     #[test]
     fn builtin_rules() {
         check(&[], "/v1/products/123", "/v1/products/{id}");
-        check(&[], "/v1/products/123/reviews/9", "/v1/products/{id}/reviews/{id}");
+        check(
+            &[],
+            "/v1/products/123/reviews/9",
+            "/v1/products/{id}/reviews/{id}",
+        );
         check(
             &[],
             "/orders/5f2b3c4d-1a2b-4c3d-8e9f-0123456789ab",
@@ -197,7 +205,11 @@ mod tests {
     #[test]
     fn user_patterns_win() {
         let pats = ["/v1/users/{user}/files/*", "/static/**"];
-        check(&pats, "/v1/users/alice/files/report.pdf", "/v1/users/{user}/files/*");
+        check(
+            &pats,
+            "/v1/users/alice/files/report.pdf",
+            "/v1/users/{user}/files/*",
+        );
         check(&pats, "/v1/users/alice/files", "/v1/users/alice/files");
         check(&pats, "/static/css/site.css", "/static/**");
         check(&pats, "/static", "/static/**");

@@ -57,8 +57,9 @@ impl Timestamp {
             return None;
         }
         let days = days_from_civil(year, month, day);
-        let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
-            - i64::from(offset_secs);
+        let secs =
+            days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+                - i64::from(offset_secs);
         Some(Timestamp(secs * MICROS_PER_SEC + i64::from(micros)))
     }
 

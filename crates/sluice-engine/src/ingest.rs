@@ -5,6 +5,7 @@
 //! its reason) in exactly one batch, so `read == accepted + rejected` for every batch and run.
 //! Parsing is CPU work and runs on blocking threads; only finished batches cross into async code.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +15,9 @@ use sha2::{Digest, Sha256};
 use sluice_core::{ClientKeyPolicy, RouteNormalizer};
 use sluice_logs::{detect, split_json_array, FormatName, FormatSpec, NginxEscape, Parser};
 use sluice_store::encode::{BatchBuilder, EncodedBatch, IngestCounts};
-use sluice_store::ingest::{IngestWriter, WriteOutcome};
+use sluice_store::ingest::{BatchTurn, IngestWriter, WriteOutcome};
 use sluice_store::StoreError;
+use tokio::sync::oneshot;
 
 /// Default number of lines per batch (one transaction each).
 pub const DEFAULT_BATCH_LINES: usize = 50_000;
@@ -27,7 +29,9 @@ const READ_CHUNK: usize = 4 << 20;
 pub enum IngestError {
     #[error(transparent)]
     Format(#[from] sluice_logs::FormatError),
-    #[error("cannot detect the log format: {0}; name it with --format (nginx, apache, envoy, envoy-json, kong, ndjson)")]
+    // `DetectError` already starts with "cannot detect the log format: " and says to pass
+    // --format; only the list of names is added.
+    #[error("{0}; the formats are nginx, apache, envoy, envoy-json, kong and ndjson")]
     Detect(#[from] sluice_logs::DetectError),
     #[error("--log-format applies to the nginx, apache and envoy formats, not {0}")]
     LogFormatNotApplicable(&'static str),
@@ -86,7 +90,9 @@ impl FormatChoice {
                     log_format: f.clone(),
                     escape: NginxEscape::Default,
                 })),
-                Some(f) if f.contains('%') => Ok(Some(FormatSpec::Apache { log_format: f.clone() })),
+                Some(f) if f.contains('%') => Ok(Some(FormatSpec::Apache {
+                    log_format: f.clone(),
+                })),
                 _ => Ok(None),
             };
         };
@@ -98,7 +104,9 @@ impl FormatChoice {
                 log_format: lf.clone(),
                 escape: NginxEscape::Default,
             },
-            FormatName::Apache => FormatSpec::Apache { log_format: lf.clone() },
+            FormatName::Apache => FormatSpec::Apache {
+                log_format: lf.clone(),
+            },
             FormatName::Envoy => FormatSpec::EnvoyText {
                 format: Some(lf.clone()),
             },
@@ -152,7 +160,11 @@ impl Pipeline {
 
     /// Build from a choice, detecting the format from `sample` (the start of the input) when
     /// the choice is `auto`.
-    pub fn resolve(choice: &FormatChoice, sample: &[u8], enrich: Arc<Enrichment>) -> Result<Pipeline, IngestError> {
+    pub fn resolve(
+        choice: &FormatChoice,
+        sample: &[u8],
+        enrich: Arc<Enrichment>,
+    ) -> Result<Pipeline, IngestError> {
         if let Some(spec) = choice.spec()? {
             return Pipeline::new(&spec, enrich);
         }
@@ -177,11 +189,16 @@ impl Pipeline {
     }
 
     /// Add every line of `data` (complete lines; a last line without `\n` counts too), numbering
-    /// them from `first_line_no`. Returns the number of the next line.
+    /// them from `first_line_no`. Lines longer than [`MAX_LINE_BYTES`] are rejected, as in files.
+    /// Returns the number of the next line.
     pub fn add_lines(&self, b: &mut BatchBuilder, data: &[u8], first_line_no: u64) -> u64 {
         let mut line_no = first_line_no;
         for line in LineIter::new(data) {
-            self.add_unit(b, line_no, line);
+            if line.len() > MAX_LINE_BYTES {
+                reject_overlong(b, line_no, line);
+            } else {
+                self.add_unit(b, line_no, line);
+            }
             line_no += 1;
         }
         line_no
@@ -209,7 +226,11 @@ impl Pipeline {
         if unit[0] == b'{' && !self.json_format {
             match unwrap_envelope(unit) {
                 Ok(inner) => self.add_parsed(b, line_no, inner.as_bytes(), unit),
-                Err(reason) => b.reject(line_no, &format!("{reason}, but the format is {} (text)", self.format), unit),
+                Err(reason) => b.reject(
+                    line_no,
+                    &format!("{reason}, but the format is {} (text)", self.format),
+                    unit,
+                ),
             }
             return;
         }
@@ -433,6 +454,18 @@ struct Produced {
     bytes_read: u64,
 }
 
+/// Batches written concurrently by [`ingest_stream`], each on its own connection.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// A spawned write that is cancelled (its transaction rolled back) when the stream is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<WriteOutcome, StoreError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Read `input` (plain or gzip), parse and store it batch by batch. A batch is keyed by the
 /// file's identity and its byte range, so running the same file again writes nothing twice.
 pub async fn ingest_stream(
@@ -442,8 +475,12 @@ pub async fn ingest_stream(
     mut progress: impl FnMut(&Progress) + Send,
 ) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
-    let source = cfg.source.clone().unwrap_or_else(|| input.default_source_name());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Produced, IngestError>>(cfg.queue_batches.max(1));
+    let source = cfg
+        .source
+        .clone()
+        .unwrap_or_else(|| input.default_source_name());
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<Produced, IngestError>>(cfg.queue_batches.max(1));
     let (meta_tx, meta_rx) = tokio::sync::oneshot::channel::<(&'static str, Option<String>)>();
     let producer_source = source.clone();
     let producer = tokio::task::spawn_blocking(move || {
@@ -459,16 +496,54 @@ pub async fn ingest_stream(
     };
     let mut p = Progress::default();
     let mut failure: Option<IngestError> = None;
-    while let Some(item) = rx.recv().await {
-        let produced = match item {
-            Ok(p) => p,
-            Err(e) => {
-                failure = Some(e);
-                break;
+    // Up to WRITES_IN_FLIGHT batches are written at once on separate connections (Postgres
+    // works on one per connection); `BatchTurn` keeps their commits in order, so results are
+    // handled below in order, exactly as if written one after another.
+    let mut in_flight: VecDeque<(u64, u64, AbortOnDrop)> = VecDeque::new();
+    let mut prev_turn: (
+        Option<oneshot::Receiver<()>>,
+        Option<oneshot::Receiver<bool>>,
+    ) = (None, None);
+    let mut input_error: Option<IngestError> = None;
+    let mut input_done = false;
+    loop {
+        while !input_done && failure.is_none() && in_flight.len() < WRITES_IN_FLIGHT {
+            match rx.recv().await {
+                None => input_done = true,
+                Some(Err(e)) => {
+                    // Reported after the batches before it are written, as they came first.
+                    input_error = Some(e);
+                    input_done = true;
+                }
+                Some(Ok(produced)) => {
+                    let (started_tx, started_rx) = oneshot::channel();
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let (prev_started, prev_done) =
+                        std::mem::replace(&mut prev_turn, (Some(started_rx), Some(done_rx)));
+                    let turn = BatchTurn {
+                        prev_started,
+                        prev_done,
+                        started: Some(started_tx),
+                        done: Some(done_tx),
+                    };
+                    let lines = produced.batch.counts.read;
+                    let w = writer.clone();
+                    let task =
+                        tokio::spawn(async move { w.write_in_turn(produced.batch, turn).await });
+                    in_flight.push_back((lines, produced.bytes_read, AbortOnDrop(task)));
+                }
             }
+        }
+        let Some((lines, bytes_read, mut task)) = in_flight.pop_front() else {
+            break;
         };
-        let lines = produced.batch.counts.read;
-        match writer.write(produced.batch).await {
+        let res = (&mut task.0)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        if failure.is_some() {
+            continue; // later batches roll back after a failure; wait for them to finish
+        }
+        match res {
             Ok(outcome) => {
                 p.counts.add(outcome.counts());
                 p.batches += 1;
@@ -476,14 +551,14 @@ pub async fn ingest_stream(
                     p.duplicate_batches += 1;
                     summary.duplicate_lines += lines;
                 }
-                p.bytes_read = produced.bytes_read;
+                p.bytes_read = bytes_read;
                 progress(&p);
             }
-            Err(e) => {
-                failure = Some(e.into());
-                break;
-            }
+            Err(e) => failure = Some(e.into()),
         }
+    }
+    if failure.is_none() {
+        failure = input_error;
     }
     drop(rx);
     let _ = producer.await;
@@ -509,16 +584,22 @@ pub async fn ingest_stream(
     summary.duplicate_batches = p.duplicate_batches;
     summary.bytes = p.bytes_read;
     summary.seconds = secs;
-    summary.lines_per_second = if secs > 0.0 { p.counts.read as f64 / secs } else { 0.0 };
+    summary.lines_per_second = if secs > 0.0 {
+        p.counts.read as f64 / secs
+    } else {
+        0.0
+    };
     Ok(summary)
 }
 
 fn open(input: &InputSource) -> Result<Box<dyn Read + Send>, IngestError> {
     let raw: Box<dyn Read + Send> = match input {
-        InputSource::File(p) => Box::new(std::fs::File::open(p).map_err(|source| IngestError::Read {
-            what: p.display().to_string(),
-            source,
-        })?),
+        InputSource::File(p) => {
+            Box::new(std::fs::File::open(p).map_err(|source| IngestError::Read {
+                what: p.display().to_string(),
+                source,
+            })?)
+        }
         InputSource::Stdin => Box::new(std::io::stdin()),
     };
     // Decide on gzip by its magic bytes, not the file name.
@@ -594,7 +675,9 @@ fn produce(
     let mut skipping_long_line = false;
 
     let finish = |builder: BatchBuilder, start: u64, end: u64| -> Produced {
-        let key = identity.as_ref().map(|id| format!("file:{id}:{start}-{end}"));
+        let key = identity
+            .as_ref()
+            .map(|id| format!("file:{id}:{start}-{end}"));
         Produced {
             batch: builder.finish(key, pipeline.format()),
             bytes_read: end,
@@ -610,13 +693,22 @@ fn produce(
                 skipping_long_line = false;
                 continue;
             }
-            pipeline.add_unit(&mut builder, line_no, line);
+            // A long line that arrived whole within the buffer is rejected like one that spans
+            // reads, so the outcome does not depend on where the 4 MiB reads fall.
+            if line.len() > MAX_LINE_BYTES {
+                reject_overlong(&mut builder, line_no, line);
+            } else {
+                pipeline.add_unit(&mut builder, line_no, line);
+            }
             line_no += 1;
             lines_in_batch += 1;
             if lines_in_batch >= batch_lines {
                 let end = buf_offset + consumed as u64;
                 let done = std::mem::replace(&mut builder, BatchBuilder::new(source));
-                if tx.blocking_send(Ok(finish(done, batch_start, end))).is_err() {
+                if tx
+                    .blocking_send(Ok(finish(done, batch_start, end)))
+                    .is_err()
+                {
                     return Ok(()); // the writer stopped; it reports why
                 }
                 batch_start = end;
@@ -626,11 +718,7 @@ fn produce(
         buf.drain(..consumed);
         buf_offset += consumed as u64;
         if buf.len() > MAX_LINE_BYTES && !skipping_long_line {
-            builder.reject(
-                line_no,
-                &format!("line longer than {MAX_LINE_BYTES} bytes"),
-                &buf[..buf.len().min(8192)],
-            );
+            reject_overlong(&mut builder, line_no, &buf);
             line_no += 1;
             lines_in_batch += 1;
             skipping_long_line = true;
@@ -654,6 +742,15 @@ fn produce(
     Ok(())
 }
 
+/// Reject a line longer than [`MAX_LINE_BYTES`], keeping its first 8 KiB.
+fn reject_overlong(b: &mut BatchBuilder, line_no: u64, line: &[u8]) {
+    b.reject(
+        line_no,
+        &format!("line longer than {MAX_LINE_BYTES} bytes"),
+        &line[..line.len().min(8192)],
+    );
+}
+
 /// Parse a whole request body (HTTP ingestion) into one batch.
 pub fn batch_from_body(
     pipeline: &Pipeline,
@@ -664,7 +761,10 @@ pub fn batch_from_body(
     let mut b = BatchBuilder::new(source);
     let trimmed = trim(body);
     // A JSON array body may span lines (pretty-printed); split it as a whole first.
-    if trimmed.first() == Some(&b'[') && !looks_like_envoy_line(trimmed) && split_json_array(trimmed).is_ok() {
+    if trimmed.first() == Some(&b'[')
+        && !looks_like_envoy_line(trimmed)
+        && split_json_array(trimmed).is_ok()
+    {
         pipeline.add_unit(&mut b, 1, trimmed);
     } else {
         pipeline.add_lines(&mut b, body, 1);
@@ -678,5 +778,408 @@ pub fn input_for(arg: &Path) -> InputSource {
         InputSource::Stdin
     } else {
         InputSource::File(arg.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn combined(i: usize) -> String {
+        format!(
+            r#"10.0.{}.{} - - [20/May/2015:12:05:{:02} +0000] "GET /items/{i} HTTP/1.1" 200 {} "-" "test-agent/1.0""#,
+            (i / 250) % 250,
+            i % 250,
+            i % 60,
+            100 + i % 900,
+        )
+    }
+
+    fn nginx() -> Pipeline {
+        Pipeline::new(
+            &FormatSpec::Nginx {
+                log_format: "combined".into(),
+                escape: NginxEscape::Default,
+            },
+            Arc::new(Enrichment::default()),
+        )
+        .unwrap()
+    }
+
+    fn batch_of(p: &Pipeline, units: &[&[u8]]) -> EncodedBatch {
+        let mut b = BatchBuilder::new("test");
+        for (i, u) in units.iter().enumerate() {
+            p.add_unit(&mut b, i as u64 + 1, u);
+        }
+        b.finish(None, p.format())
+    }
+
+    fn rejects(b: &EncodedBatch) -> Vec<(u64, &str)> {
+        b.rejects
+            .iter()
+            .map(|r| (r.line_no, r.reason.as_str()))
+            .collect()
+    }
+
+    /// Run the blocking producer on its own thread and collect every batch and the metadata.
+    fn produce_all(input: InputSource, cfg: StreamConfig) -> (Vec<Produced>, &'static str) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
+        let producer = std::thread::spawn(move || produce(&input, &cfg, "test", meta_tx, &tx));
+        let mut out = Vec::new();
+        while let Some(item) = rx.blocking_recv() {
+            out.push(item.expect("producer failed"));
+        }
+        producer.join().unwrap().expect("producer failed");
+        let (format, _) = meta_rx.blocking_recv().expect("format metadata");
+        (out, format)
+    }
+
+    /// Byte range `start-end` from a batch's idempotency key `file:ID:start-end`.
+    fn key_range(b: &EncodedBatch) -> (u64, u64) {
+        let key = b
+            .idempotency_key
+            .as_deref()
+            .expect("file batches have a key");
+        let range = key.rsplit(':').next().unwrap();
+        let (s, e) = range.split_once('-').unwrap();
+        (s.parse().unwrap(), e.parse().unwrap())
+    }
+
+    #[test]
+    fn envelopes_are_unwrapped_for_text_formats() {
+        let p = nginx();
+        let line = combined(1);
+        let vector = serde_json::json!({"message": line, "host": "edge-1", "timestamp": "2015-05-20T12:05:01Z"}).to_string();
+        let fluent = serde_json::json!({"date": 1.7e9, "log": format!("{line}\n")}).to_string();
+        let msg = serde_json::json!({"msg": line}).to_string();
+        let array = format!("[{vector}, {fluent}]");
+        let b = batch_of(
+            &p,
+            &[
+                vector.as_bytes(),
+                fluent.as_bytes(),
+                msg.as_bytes(),
+                array.as_bytes(),
+                br#"{"level": "info"}"#,
+                b"{not json",
+                br#"{"message": "not a log line"}"#,
+            ],
+        );
+        assert_eq!(b.counts.read, 8);
+        assert_eq!(b.counts.accepted, 5);
+        assert_eq!(b.counts.rejected, 3);
+        let r = rejects(&b);
+        assert_eq!(
+            r[0],
+            (5, "JSON object without a \"message\" or \"log\" string field, but the format is nginx (text)")
+        );
+        assert_eq!(
+            r[1],
+            (6, "invalid JSON object, but the format is nginx (text)")
+        );
+        assert_eq!(r[2].0, 7);
+        // The raw text kept for a rejected envelope is the whole envelope.
+        assert_eq!(b.rejects[2].raw, r#"{"message": "not a log line"}"#);
+    }
+
+    #[test]
+    fn json_formats_parse_objects_themselves() {
+        let p = Pipeline::new(&FormatSpec::Ndjson, Arc::new(Enrichment::default())).unwrap();
+        let b = batch_of(
+            &p,
+            &[
+                br#"{"ts":"2015-05-17T10:05:03Z","path":"/a","status":200}"#,
+                br#"[{"ts":"2015-05-17T10:05:04Z","path":"/b","status":200},{"ts":"2015-05-17T10:05:05Z","path":"/c","status":404}]"#,
+                br#"{"message":"1.2.3.4 - - [20/May/2015:12:05:01 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\""}"#,
+                b"[1, 2",
+            ],
+        );
+        assert_eq!(
+            (b.counts.read, b.counts.accepted, b.counts.rejected),
+            (5, 3, 2)
+        );
+        let r = rejects(&b);
+        // An envelope is not unwrapped for a JSON format: it is a record without its fields.
+        assert_eq!(r[0].0, 3);
+        assert!(r[0].1.starts_with("missing required field"), "{}", r[0].1);
+        assert_eq!(r[1].0, 4);
+        assert!(r[1].1.starts_with("invalid json: "), "{}", r[1].1);
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_but_keep_line_numbers() {
+        let p = nginx();
+        let data = format!(
+            "{}\n\n   \n\t\r\nbroken line\r\n\n{}",
+            combined(1),
+            combined(2)
+        );
+        let mut b = BatchBuilder::new("test");
+        let next = p.add_lines(&mut b, data.as_bytes(), 1);
+        assert_eq!(next, 8);
+        let b = b.finish(None, "nginx");
+        assert_eq!(
+            (b.counts.read, b.counts.accepted, b.counts.rejected),
+            (3, 2, 1)
+        );
+        assert_eq!(b.rejects[0].line_no, 5);
+        assert_eq!(b.rejects[0].raw, "broken line");
+    }
+
+    #[test]
+    fn sample_units_split_arrays_and_unwrap_envelopes() {
+        let line = combined(7);
+        let vector = serde_json::json!({"message": line, "host": "h"}).to_string();
+        let fluent = serde_json::json!({"date": 1.7e9, "log": line}).to_string();
+        let ndjson_rec = r#"{"ts":"2015-05-17T10:05:03Z","path":"/a","status":200,"message":"x"}"#;
+        let kong = r#"{"started_at":1431857103000,"request":{"method":"GET","uri":"/a"},"response":{"status":200}}"#;
+        let envoy =
+            r#"[2016-04-15T20:17:00.310Z] "GET / HTTP/2" 200 - 0 1 2 - "-" "-" "-" "h" "-""#;
+
+        // One pretty-printed JSON array spanning lines.
+        let pretty = format!("[\n  {vector},\n  {fluent}\n]\n");
+        assert_eq!(
+            sample_units(pretty.as_bytes(), 10),
+            vec![line.clone().into_bytes(); 2]
+        );
+        // NDJSON of envelopes, with blank lines.
+        let nd = format!("\n{vector}\n\n{fluent}\n");
+        assert_eq!(
+            sample_units(nd.as_bytes(), 10),
+            vec![line.clone().into_bytes(); 2]
+        );
+        // One array per line (batches), cut at `max`.
+        let batches = format!("[{vector},{vector}]\n[{fluent},{fluent}]\n");
+        assert_eq!(sample_units(batches.as_bytes(), 3).len(), 3);
+        // Records with request fields of their own are kept whole, even with a "message" field.
+        let recs = format!("{ndjson_rec}\n{kong}\n");
+        assert_eq!(
+            sample_units(recs.as_bytes(), 10),
+            vec![ndjson_rec.as_bytes().to_vec(), kong.as_bytes().to_vec()]
+        );
+        // A bracketed envoy timestamp is not a JSON array.
+        assert_eq!(
+            sample_units(envoy.as_bytes(), 10),
+            vec![envoy.as_bytes().to_vec()]
+        );
+        assert!(sample_units(b" \n\n\t\n", 10).is_empty());
+    }
+
+    #[test]
+    fn auto_detection_sees_through_envelopes() {
+        let enrich = Arc::new(Enrichment::default());
+        let auto = FormatChoice::default();
+        let lines: Vec<String> = (0..5).map(combined).collect();
+        let vector_array = serde_json::to_string(
+            &lines
+                .iter()
+                .map(|l| serde_json::json!({"message": l, "host": "edge"}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let fluent_ndjson: String = lines
+            .iter()
+            .map(|l| serde_json::json!({"date": 1.7e9, "log": l}).to_string() + "\n")
+            .collect();
+        for body in [
+            vector_array.as_str(),
+            fluent_ndjson.as_str(),
+            &lines.join("\n"),
+        ] {
+            let p = Pipeline::resolve(&auto, body.as_bytes(), enrich.clone()).unwrap();
+            assert_eq!(p.format(), "nginx", "{body}");
+            assert_eq!(
+                p.detection(),
+                Some("format combined (nginx/apache): every sampled line (5) matches combined (nginx/apache)")
+            );
+            let b = batch_from_body(&p, body.as_bytes(), "edge", None);
+            assert_eq!(
+                (b.counts.read, b.counts.accepted, b.counts.rejected),
+                (5, 5, 0),
+                "{body}"
+            );
+        }
+
+        let ndjson = r#"{"ts":"2015-05-17T10:05:03Z","path":"/a","status":200}"#;
+        let p = Pipeline::resolve(&auto, ndjson.as_bytes(), enrich.clone()).unwrap();
+        assert_eq!(p.format(), "ndjson");
+
+        assert!(matches!(
+            Pipeline::resolve(&auto, b"  \n", enrich.clone()),
+            Err(IngestError::EmptyInput)
+        ));
+        assert!(matches!(
+            Pipeline::resolve(&auto, b"[]", enrich.clone()),
+            Err(IngestError::EmptyInput)
+        ));
+        let err = Pipeline::resolve(&auto, b"hello world\n", enrich.clone()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot detect the log format: no known format matches the sampled lines (1 match no known format, first: \"hello world\"); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP); the formats are nginx, apache, envoy, envoy-json, kong and ndjson"
+        );
+    }
+
+    #[test]
+    fn pretty_printed_array_body_is_one_unit() {
+        let p = nginx();
+        let body = format!(
+            "[\n  {{\"message\": {:?}}},\n  {{\"log\": \"garbage\"}}\n]\n",
+            combined(1)
+        );
+        let b = batch_from_body(&p, body.as_bytes(), "edge", Some("k".into()));
+        assert_eq!(
+            (b.counts.read, b.counts.accepted, b.counts.rejected),
+            (2, 1, 1)
+        );
+        assert_eq!(b.idempotency_key.as_deref(), Some("k"));
+        assert_eq!(b.format, "nginx");
+    }
+
+    #[test]
+    fn overlong_lines_are_rejected_and_the_next_line_parsed() {
+        let p = nginx();
+        let long = "x".repeat(MAX_LINE_BYTES + 1);
+        let data = format!("{}\n{long}\n{}\n", combined(1), combined(2));
+        let mut b = BatchBuilder::new("test");
+        p.add_lines(&mut b, data.as_bytes(), 1);
+        let b = b.finish(None, "nginx");
+        assert_eq!(
+            (b.counts.read, b.counts.accepted, b.counts.rejected),
+            (3, 2, 1)
+        );
+        assert_eq!(rejects(&b), vec![(2, "line longer than 1048576 bytes")]);
+        assert_eq!(b.rejects[0].raw.len(), 8192);
+    }
+
+    /// A log file being written line by line, with the rejects it should cause.
+    #[derive(Default)]
+    struct LogFile {
+        data: Vec<u8>,
+        lines: u64,
+        non_blank: u64,
+        /// Line number and reason; an empty reason means "rejected by the parser".
+        rejects: Vec<(u64, String)>,
+        good: usize,
+    }
+
+    impl LogFile {
+        fn push(&mut self, line: &[u8], reject: Option<&str>) {
+            self.lines += 1;
+            self.data.extend_from_slice(line);
+            self.data.push(b'\n');
+            if !trim(line).is_empty() {
+                self.non_blank += 1;
+            }
+            if let Some(r) = reject {
+                self.rejects.push((self.lines, r.to_owned()));
+            }
+        }
+
+        /// Lines up to about `until` bytes: a bad line every 997 and a blank one every 101.
+        fn fill(&mut self, until: usize) {
+            while self.data.len() + 200 < until {
+                self.good += 1;
+                let i = self.good;
+                if i.is_multiple_of(997) {
+                    self.push(b"this is not an access log line", Some(""));
+                } else if i.is_multiple_of(101) {
+                    self.push(b"", None);
+                } else {
+                    self.push(combined(i).as_bytes(), None);
+                }
+            }
+        }
+    }
+
+    /// A file of several read chunks, with bad lines, blank lines and overlong lines placed on
+    /// and around the 4 MiB read boundaries, cut into small batches.
+    #[test]
+    fn files_across_read_chunks_and_batches_keep_every_line() {
+        const MIB: usize = 1 << 20;
+        let long = format!("line longer than {MAX_LINE_BYTES} bytes");
+        let mut f = LogFile::default();
+        // Starts 200 KB before the first read boundary, ends after it: whole in the buffer.
+        f.fill(READ_CHUNK - 200_000);
+        f.push(&vec![b'a'; MAX_LINE_BYTES + 10], Some(&long));
+        // Starts 1.5 MiB before the second boundary: rejected while still incomplete, skipped.
+        f.fill(2 * READ_CHUNK - 3 * MIB / 2);
+        f.push(&vec![b'b'; 3 * MIB], Some(&long));
+        // Wholly inside the third read.
+        f.fill(2 * READ_CHUNK + 2 * MIB);
+        f.push(&vec![b'c'; MAX_LINE_BYTES + 1], Some(&long));
+        // Starts 2 MiB before the fourth boundary and spans the whole fifth read.
+        f.fill(4 * READ_CHUNK - 2 * MIB);
+        f.push(&vec![b'd'; 7 * MIB], Some(&long));
+        // Exactly the longest line kept whole: parsed (and rejected by the parser, not for length).
+        f.push(&vec![b'e'; MAX_LINE_BYTES], Some(""));
+        f.fill(6 * READ_CHUNK + 12_345);
+        // A last bad line without a newline.
+        f.data.extend_from_slice(b"trailing garbage");
+        f.lines += 1;
+        f.non_blank += 1;
+        f.rejects.push((f.lines, String::new()));
+        let LogFile {
+            data,
+            non_blank,
+            rejects: expect_rejects,
+            ..
+        } = f;
+
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("access.log");
+        std::fs::write(&plain, &data).unwrap();
+        let gz = dir.path().join("access.log.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&data).unwrap();
+        enc.finish().unwrap();
+
+        for path in [plain, gz] {
+            let cfg = StreamConfig {
+                batch_lines: 7_919,
+                ..StreamConfig::default()
+            };
+            let (produced, format) = produce_all(InputSource::File(path.clone()), cfg);
+            assert_eq!(format, "nginx");
+            let mut total = IngestCounts::default();
+            let mut next_start = 0;
+            let mut got_rejects = Vec::new();
+            for p in &produced {
+                let c = p.batch.counts;
+                assert_eq!(c.read, c.accepted + c.rejected);
+                assert!(c.read <= 7_919);
+                let (start, end) = key_range(&p.batch);
+                assert_eq!(start, next_start, "batches cover the input without gaps");
+                assert_eq!(p.bytes_read, end);
+                next_start = end;
+                total.add(c);
+                got_rejects.extend(
+                    p.batch
+                        .rejects
+                        .iter()
+                        .map(|r| (r.line_no, r.reason.clone())),
+                );
+            }
+            assert_eq!(next_start, data.len() as u64, "{}", path.display());
+            assert!(produced.len() > 5);
+            assert_eq!(total.read, non_blank);
+            assert_eq!(total.rejected, expect_rejects.len() as u64);
+            assert_eq!(
+                got_rejects.iter().map(|r| r.0).collect::<Vec<_>>(),
+                expect_rejects.iter().map(|r| r.0).collect::<Vec<_>>()
+            );
+            for ((_, got), (no, want)) in got_rejects.iter().zip(&expect_rejects) {
+                if want.is_empty() {
+                    assert_ne!(got, &long, "line {no}");
+                } else {
+                    assert_eq!(got, want, "line {no}");
+                }
+            }
+        }
     }
 }

@@ -128,9 +128,9 @@ pub(crate) fn show_byte(b: u8) -> String {
 pub enum DetectError {
     #[error("cannot detect the log format: the sample has no non-blank lines")]
     NoLines,
-    #[error("cannot detect the log format: sampled lines match different formats ({0}); pass --format explicitly")]
+    #[error("cannot detect the log format: sampled lines match different formats ({0}); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP)")]
     Ambiguous(String),
-    #[error("cannot detect the log format: no known format matches the sampled lines ({0}); pass --format explicitly")]
+    #[error("cannot detect the log format: no known format matches the sampled lines ({0}); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP)")]
     NoMatch(String),
 }
 

@@ -688,17 +688,32 @@ fn auto_detection() {
         detected(&many).unwrap().2,
         r#"9 of 10 sampled lines match combined (nginx/apache); 1 match no known format (first: "garbage")"#
     );
+    // A small HTTP batch may carry one stray line: six of seven agreeing is enough.
+    let mut small = vec![combined.as_str(); 6];
+    small.push("garbage");
+    assert_eq!(
+        detected(&small).unwrap().2,
+        r#"6 of 7 sampled lines match combined (nginx/apache); 1 match no known format (first: "garbage")"#
+    );
+    // ...but not when the stray lines are as many as the agreeing ones.
+    assert!(detected(&[combined.as_str(), "garbage"]).is_err());
+    let mut two_bad = vec![combined.as_str(); 7];
+    two_bad.extend(["junk", "garbage"]);
+    assert!(
+        detected(&two_bad).is_err(),
+        "2 of 9 unmatched is more than one in ten"
+    );
     assert_eq!(
         detected(&[&combined, common]),
-        Err("cannot detect the log format: sampled lines match different formats (1 combined (nginx/apache), 1 common (apache)); pass --format explicitly".into())
+        Err("cannot detect the log format: sampled lines match different formats (1 combined (nginx/apache), 1 common (apache)); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP)".into())
     );
     assert_eq!(
         detected(&["hello world", r#"{"a":1}"#]),
-        Err(r#"cannot detect the log format: no known format matches the sampled lines (2 match no known format, first: "hello world"); pass --format explicitly"#.into())
+        Err(r#"cannot detect the log format: no known format matches the sampled lines (2 match no known format, first: "hello world"); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP)"#.into())
     );
     assert_eq!(
         detected(&[r#"{"a":1,"b":2}"#]),
-        Err("cannot detect the log format: no known format matches the sampled lines (1 match no known format, first: a json object with keys a, b); pass --format explicitly".into())
+        Err("cannot detect the log format: no known format matches the sampled lines (1 match no known format, first: a json object with keys a, b); name the format explicitly (--format, or ?format= / X-Sluice-Format over HTTP)".into())
     );
     assert_eq!(
         detected(&["", "  "]),

@@ -162,11 +162,18 @@ impl TestDb {
     pub fn url(&self) -> String {
         let host = self.options.get_host();
         let user = self.options.get_username();
-        if host.starts_with('/') {
+        // The embedded cluster is reached through its socket directory, which sqlx keeps apart
+        // from the host name.
+        let socket = self
+            .options
+            .get_socket()
+            .map(|p| p.display().to_string())
+            .or_else(|| host.starts_with('/').then(|| host.to_owned()));
+        if let Some(dir) = socket {
             format!(
                 "postgres://{user}@/{}?host={}&port={}",
                 self.name,
-                host,
+                dir,
                 self.options.get_port()
             )
         } else {

@@ -1,0 +1,8 @@
+//! Router tests: the whole `sluice_api::router` driven in-process with
+//! `tower::ServiceExt::oneshot`, on a fresh real Postgres database per test (`TestDb`; never a
+//! mock). One test binary, so the embedded cluster (when `DATABASE_URL` is unset) starts once.
+
+mod auth;
+mod backpressure;
+mod helpers;
+mod logs;

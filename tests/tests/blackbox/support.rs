@@ -1,0 +1,146 @@
+//! Running the real `sluice` binary: locating (and building) it, and a clean environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `sluice` binary of this workspace, built by `cargo build -p sluice` on first use (with the
+/// same cargo, profile and target directory as this test), so it is never stale. `SLUICE_BIN`
+/// names a prebuilt binary instead (e.g. when cross-compiling, where the layout differs).
+pub fn sluice_bin() -> &'static Path {
+    // The outcome, failure included, is kept: one failed build fails every test without
+    // building again.
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(build_sluice) {
+        Ok(bin) => bin,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_sluice() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    // This test runs as TARGET_DIR/PROFILE_DIR/deps/blackbox-HASH.
+    let exe = std::env::current_exe().map_err(|e| format!("path of the test executable: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test location {}", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("unexpected test location {}", exe.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err(format!("unexpected test location {}", exe.display())),
+    };
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sluice",
+            "--bin",
+            "sluice",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo build -p sluice: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo build -p sluice failed ({status}); see its output above"
+        ));
+    }
+    let bin = profile_dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        return Err(format!("{} was not built", bin.display()));
+    }
+    Ok(bin)
+}
+
+/// A `sluice` command with none of the caller's `SLUICE_*` or `DATABASE_URL` settings, so
+/// only the flags a test gives count.
+pub fn sluice() -> Command {
+    let mut cmd = Command::new(sluice_bin());
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if k.starts_with("SLUICE_") || k == "DATABASE_URL" {
+                cmd.env_remove(k);
+            }
+        }
+    }
+    cmd.env("SLUICE_LOG", "warn").env("NO_COLOR", "1");
+    cmd
+}
+
+/// `sluice` on the test database, with a private data directory.
+pub fn sluice_on(db_url: &str, data_dir: &Path) -> Command {
+    let mut cmd = sluice();
+    cmd.arg("--database-url")
+        .arg(db_url)
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd
+}
+
+/// Run to completion and insist on success.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run sluice");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("utf-8 stderr")
+}
+
+/// The sample every ingest test uses: 10 000 Apache combined lines, one of them (8899) cut short.
+pub fn elastic_sample() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/access-logs/elastic-apache-combined.log");
+    assert!(p.is_file(), "sample log missing: {}", p.display());
+    p
+}
+
+/// A `postgres://` URL for the test database that the binary can parse.
+///
+/// `TestDb::url()` is not usable for the embedded test cluster: it reads `get_host()` (the
+/// default host, not the Unix socket the options connect through) and writes
+/// `postgres://user@/db?...`, which URL parsers reject ("empty host"). Built here from the
+/// options instead; `host=/dir` in the query selects the socket directory.
+pub fn db_url(db: &sluice_store::testing::TestDb) -> String {
+    let o = &db.options;
+    let name = o.get_database().expect("the test database has a name");
+    match o.get_socket() {
+        Some(dir) => format!(
+            "postgres:///{name}?host={}&port={}&user={}",
+            dir.display(),
+            o.get_port(),
+            o.get_username()
+        ),
+        None => db.url(),
+    }
+}
+
+pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
