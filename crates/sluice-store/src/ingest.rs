@@ -16,7 +16,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::encode::{
     Counters, EncodedBatch, IngestCounts, ACCESS_LOG_COLUMNS, COUNTER_COLUMNS, COUNTER_MAX_INDEX,
 };
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 
 /// Partitions are created this many days past the newest day seen.
 pub const PARTITION_DAYS_AHEAD: u32 = 2;
@@ -42,6 +42,36 @@ impl WriteOutcome {
     pub fn is_duplicate(&self) -> bool {
         matches!(self, WriteOutcome::Duplicate { .. })
     }
+}
+
+/// Hand-off between consecutive batches of one stream written concurrently on separate
+/// connections ([`IngestWriter::write_in_turn`]): batch N+1 opens its transaction only after batch
+/// N has created its partitions, streams its rows meanwhile, and takes rollup row locks and
+/// commits only after batch N committed. So commits stay in stream order, a failure leaves a
+/// committed prefix, and no batch ever waits for a later one (no deadlock).
+#[derive(Debug, Default)]
+pub struct BatchTurn {
+    /// Fires when the previous batch has opened its transaction (or ended, when dropped).
+    pub prev_started: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// `true` once the previous batch (and every one before it) committed or was a duplicate.
+    pub prev_done: Option<tokio::sync::oneshot::Receiver<bool>>,
+    /// Fired by this batch when it opens its transaction.
+    pub started: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Set by this batch: `true` when it and every batch before it are committed.
+    pub done: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+async fn earlier_ok(prev_done: &mut Option<tokio::sync::oneshot::Receiver<bool>>) -> bool {
+    match prev_done.take() {
+        Some(rx) => rx.await.unwrap_or(false),
+        None => true,
+    }
+}
+
+fn earlier_failed() -> StoreError {
+    StoreError::Conflict(
+        "an earlier batch of the same stream failed; this one was rolled back".into(),
+    )
 }
 
 /// Writes batches into Postgres. Cheap to clone-share behind an `Arc`.
@@ -130,10 +160,47 @@ impl IngestWriter {
     }
 
     /// Store one batch atomically. Acknowledge to the sender only after this returns `Ok`.
-    #[tracing::instrument(skip_all, fields(source = %batch.source, lines = batch.counts.read))]
     pub async fn write(&self, batch: EncodedBatch) -> Result<WriteOutcome> {
+        self.write_in_turn(batch, BatchTurn::default()).await
+    }
+
+    /// [`IngestWriter::write`] for one of several consecutive batches of a stream written
+    /// concurrently: waits for its turn as described at [`BatchTurn`]. When an earlier batch
+    /// failed, this one is rolled back and an error returned.
+    #[tracing::instrument(skip_all, fields(source = %batch.source, lines = batch.counts.read))]
+    pub async fn write_in_turn(
+        &self,
+        batch: EncodedBatch,
+        turn: BatchTurn,
+    ) -> Result<WriteOutcome> {
+        let BatchTurn {
+            prev_started,
+            mut prev_done,
+            started,
+            done,
+        } = turn;
+        if let Some(rx) = prev_started {
+            let _ = rx.await;
+        }
+        let res = self.write_inner(batch, started, &mut prev_done).await;
+        if let Some(done) = done {
+            // Ok implies every earlier batch is committed (`write_inner` waited for them).
+            let _ = done.send(res.is_ok());
+        }
+        res
+    }
+
+    async fn write_inner(
+        &self,
+        batch: EncodedBatch,
+        started: Option<tokio::sync::oneshot::Sender<()>>,
+        prev_done: &mut Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) -> Result<WriteOutcome> {
         if let Some(key) = &batch.idempotency_key {
             if let Some((batch_id, counts)) = self.find_batch(key).await? {
+                if !earlier_ok(prev_done).await {
+                    return Err(earlier_failed());
+                }
                 return Ok(WriteOutcome::Duplicate { batch_id, counts });
             }
         }
@@ -141,6 +208,9 @@ impl IngestWriter {
             .await?;
 
         let mut tx = self.pool.begin().await?;
+        if let Some(started) = started {
+            let _ = started.send(());
+        }
         let batch_id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO ingest_batches (idempotency_key, source, format, lines_read, lines_accepted, lines_rejected, min_ts, max_ts)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -162,9 +232,13 @@ impl IngestWriter {
             tx.rollback().await?;
             let key = batch.idempotency_key.as_deref().unwrap_or_default();
             let (batch_id, counts) = self.find_batch(key).await?.unwrap_or_default();
+            if !earlier_ok(prev_done).await {
+                return Err(earlier_failed());
+            }
             return Ok(WriteOutcome::Duplicate { batch_id, counts });
         };
 
+        let t_copy = std::time::Instant::now();
         if batch.counts.accepted > 0 {
             let mut copy = tx
                 .copy_in_raw(&format!(
@@ -194,8 +268,18 @@ impl IngestWriter {
             .await?;
         }
 
+        // Rollup rows and the watermark are shared with the batch before: lock them only once
+        // it has committed.
+        let t_wait = std::time::Instant::now();
+        if !earlier_ok(prev_done).await {
+            tx.rollback().await?;
+            return Err(earlier_failed());
+        }
+        let t_clients = std::time::Instant::now();
         upsert_client_rollups(&mut tx, &batch).await?;
+        let t_routes = std::time::Instant::now();
         upsert_route_rollups(&mut tx, &batch).await?;
+        let t_watermark = std::time::Instant::now();
 
         if let Some(max) = batch.max_ts {
             sqlx::query(
@@ -207,7 +291,19 @@ impl IngestWriter {
             .execute(&mut *tx)
             .await?;
         }
+        let t_commit = std::time::Instant::now();
         tx.commit().await?;
+        tracing::debug!(
+            batch_id,
+            copy_ms = (t_wait - t_copy).as_secs_f64() * 1e3,
+            wait_ms = (t_clients - t_wait).as_secs_f64() * 1e3,
+            client_rollups = batch.clients.len(),
+            client_rollups_ms = (t_routes - t_clients).as_secs_f64() * 1e3,
+            route_rollups = batch.routes.len(),
+            route_rollups_ms = (t_watermark - t_routes).as_secs_f64() * 1e3,
+            commit_ms = t_commit.elapsed().as_secs_f64() * 1e3,
+            "batch written"
+        );
         Ok(WriteOutcome::Committed {
             batch_id,
             counts: batch.counts,
