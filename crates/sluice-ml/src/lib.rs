@@ -2,4 +2,5 @@
 //! baselines. Synchronous and pure: no IO, no async, callers run it on a blocking thread.
 
 pub mod anomaly;
+pub mod detect;
 pub mod forecast;
