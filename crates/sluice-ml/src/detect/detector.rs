@@ -169,6 +169,22 @@ pub struct MinuteOutcome {
     pub route_surges: Vec<RouteSurge>,
     /// Median rise of established clients over their expectation (`ln` units), when known.
     pub population_factor: Option<f64>,
+    /// Population models refitted at the start of this minute (for the model registry).
+    pub retrained: Vec<Retrained>,
+}
+
+/// A population model refit: which peer group, on what, and how long it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retrained {
+    /// `keyed` (API keys, consumers, users) or `ip`.
+    pub group: &'static str,
+    /// A client kind of the group, to fetch the model with [`Detector::population_model`].
+    pub kind: ClientKind,
+    pub rows: usize,
+    pub training_ms: f64,
+    /// Log-time window the training rows were sampled from.
+    pub trained_from: Timestamp,
+    pub trained_to: Timestamp,
 }
 
 /// Map evidence to a score in [0, 1): 0.5 at 6.
@@ -300,7 +316,16 @@ impl Detector {
             })
         {
             for g in 0..2 {
+                let started = std::time::Instant::now();
                 if let Ok(m) = PopulationModel::fit(&self.train[g], &self.cfg.population) {
+                    out.retrained.push(Retrained {
+                        group: ["keyed", "ip"][g],
+                        kind: [ClientKind::ApiKey, ClientKind::Ip][g],
+                        rows: m.trained_rows,
+                        training_ms: started.elapsed().as_secs_f64() * 1e3,
+                        trained_from: Timestamp::from_micros(first),
+                        trained_to: minute,
+                    });
                     self.models[g] = Some(m);
                 }
             }

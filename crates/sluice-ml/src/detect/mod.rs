@@ -29,7 +29,7 @@ use sluice_core::AccessRecord;
 pub use baseline::{ClientBaseline, RobustEwm, RouteBaselines, RouteSurge};
 pub use detector::{
     score, Anomaly, AnomalyKind, AnomalyState, Detector, DetectorConfig, MemberRef, MinuteOutcome,
-    Reason,
+    Reason, Retrained,
 };
 pub use features::{Aggregator, ClientMinute, ClosedMinute, StatusMix};
 pub use population::{PopulationConfig, PopulationModel};

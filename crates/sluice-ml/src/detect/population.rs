@@ -89,7 +89,7 @@ pub enum PopulationError {
 }
 
 /// Fitting options.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PopulationConfig {
     pub components: usize,
     /// Added to covariance diagonals (standardised units).
@@ -109,7 +109,7 @@ impl Default for PopulationConfig {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 struct Component {
     log_weight: f64,
     mean: [f64; DIM],
@@ -119,8 +119,9 @@ struct Component {
     log_norm: f64,
 }
 
-/// A fitted population model with its calibration.
-#[derive(Clone, Debug)]
+/// A fitted population model with its calibration. It serialises to the artefact the model
+/// registry exports (standardisation, mixture components with Cholesky factors, calibration).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct PopulationModel {
     center: [f64; DIM],
     scale: [f64; DIM],
