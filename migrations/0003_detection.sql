@@ -24,11 +24,35 @@ CREATE TABLE client_minute_features (
     bytes_sent       bigint NOT NULL,
     latency_mean_us  real,
     inter_arrival_cv real,
-    score            real NOT NULL,
+    -- What the client's own baseline expected this minute (null while it has none) and the
+    -- detector's score of the minute in [0, 1].
+    expected_requests real,
+    score            real,
     PRIMARY KEY (client_kind, client, minute)
 );
 
 CREATE INDEX client_minute_features_minute ON client_minute_features (minute);
+
+-- Per-client profile over history (log time), extracted in batch from client_minute_features:
+-- the baseline an analyst compares recent behaviour with.
+CREATE TABLE client_profiles (
+    client_kind            text NOT NULL,
+    client                 text NOT NULL,
+    computed_at            timestamptz NOT NULL,
+    history_from           timestamptz NOT NULL,
+    active_minutes         integer NOT NULL,
+    first_seen             timestamptz NOT NULL,
+    last_seen              timestamptz NOT NULL,
+    requests_median        real NOT NULL,
+    requests_mad           real NOT NULL,
+    requests_p95           real NOT NULL,
+    peak_10s_p95           real NOT NULL,
+    distinct_routes_median real NOT NULL,
+    error_share_median     real NOT NULL,
+    -- 24 entries, hour of day (UTC): {"minutes": n, "median": x, "mad": y}
+    hour_of_day            jsonb NOT NULL,
+    PRIMARY KEY (client_kind, client)
+);
 
 CREATE TABLE anomalies (
     id              bigserial PRIMARY KEY,
