@@ -1,5 +1,5 @@
-//! Real-world logs from shared/data: they must parse exactly as expected (this test fails, never
-//! skips, when the data is missing).
+//! Real-world logs (a copy of the shared data set, vendored under tests/data so a clean clone
+//! has it): they must parse exactly as expected.
 
 use std::collections::HashSet;
 
@@ -7,11 +7,18 @@ use sluice_logs::{detect, FormatSpec, NginxEscape, Parser};
 
 const APACHE_LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/access-logs/elastic-apache-combined.log"
+    "/tests/data/elastic-apache-combined.log.gz"
 );
 
 fn read() -> Vec<u8> {
-    std::fs::read(APACHE_LOG).unwrap_or_else(|e| panic!("cannot read {APACHE_LOG}: {e}"))
+    use std::io::Read;
+    let file =
+        std::fs::File::open(APACHE_LOG).unwrap_or_else(|e| panic!("cannot read {APACHE_LOG}: {e}"));
+    let mut data = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut data)
+        .unwrap_or_else(|e| panic!("cannot decompress {APACHE_LOG}: {e}"));
+    data
 }
 
 fn check(spec: FormatSpec) {

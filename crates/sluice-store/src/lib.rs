@@ -3,6 +3,7 @@
 //! partitions and retention, API tokens and the audit log.
 
 pub mod db;
+pub mod detection;
 pub mod embedded;
 pub mod encode;
 pub mod error;

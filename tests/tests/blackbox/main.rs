@@ -1,5 +1,6 @@
-//! Black-box tests of the real `sluice` binary: `ingest`, `rejects`, `token`, `serve` and `db`,
-//! run as processes against a fresh test database each (`TestDb`: `DATABASE_URL`, or a throwaway
+//! Black-box tests of the real `sluice` binary: `ingest`, `replay`, `rejects`, `token`, `serve`
+//! and `db`, run as processes against a fresh test database each (`TestDb`: `DATABASE_URL`, or a
+//! throwaway
 //! embedded cluster) and checked through their output and through SQL.
 //!
 //! Where the binary comes from: `CARGO_BIN_EXE_sluice` exists only for tests inside the `sluice`
@@ -11,5 +12,6 @@
 //! matches the source under test. `SLUICE_BIN=/path/to/sluice` skips the build.
 
 mod cli;
+mod replay;
 mod serve;
 mod support;

@@ -111,11 +111,28 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// The sample every ingest test uses: 10 000 Apache combined lines, one of them (8899) cut short.
+/// Vendored gzipped with sluice-logs' tests and unpacked once per test process, under its
+/// original name (tests check the source name derived from it).
 pub fn elastic_sample() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/access-logs/elastic-apache-combined.log");
-    assert!(p.is_file(), "sample log missing: {}", p.display());
-    p
+    static SAMPLE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SAMPLE
+        .get_or_init(|| {
+            use std::io::Read;
+            let gz = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../crates/sluice-logs/tests/data/elastic-apache-combined.log.gz");
+            let file = std::fs::File::open(&gz)
+                .unwrap_or_else(|e| panic!("sample log missing: {}: {e}", gz.display()));
+            let mut data = Vec::new();
+            flate2::read::GzDecoder::new(file)
+                .read_to_end(&mut data)
+                .expect("decompress the sample log");
+            let dir = std::env::temp_dir().join(format!("sluice-tests-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create the sample directory");
+            let p = dir.join("elastic-apache-combined.log");
+            std::fs::write(&p, data).expect("write the sample log");
+            p
+        })
+        .clone()
 }
 
 /// A `postgres://` URL for the test database that the binary can parse.

@@ -452,6 +452,15 @@ impl Aggregator {
         self.close_until(wm)
     }
 
+    /// Close every minute that ends at or before `watermark`, whether or not a newer record
+    /// arrived (a caller that reads committed records in order knows when a minute is complete).
+    pub fn close_through(&mut self, watermark: Timestamp) -> Vec<ClosedMinute> {
+        if self.newest.is_none_or(|n| watermark.micros() > n) {
+            self.newest = Some(watermark.micros().saturating_add(self.lateness_us));
+        }
+        self.close_until(watermark.micros())
+    }
+
     /// Close every open minute (end of input).
     pub fn flush(&mut self) -> Vec<ClosedMinute> {
         self.close_until(i64::MAX)

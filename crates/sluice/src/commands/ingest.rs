@@ -9,21 +9,22 @@ use sluice_engine::ingest::{ingest_stream, input_for, FormatChoice, IngestSummar
 use sluice_store::ingest::IngestWriter;
 
 use super::{enrichment, open_db};
-use crate::cli::{GlobalArgs, IngestArgs};
+use crate::cli::{GlobalArgs, IngestArgs, InputArgs};
 
-#[derive(serde::Serialize)]
-struct Report {
-    read: u64,
-    accepted: u64,
-    rejected: u64,
-    duplicate_batches: u64,
-    duplicate_lines: u64,
-    seconds: f64,
-    lines_per_second: f64,
-    files: Vec<IngestSummary>,
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub read: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub duplicate_batches: u64,
+    pub duplicate_lines: u64,
+    pub seconds: f64,
+    pub lines_per_second: f64,
+    pub files: Vec<IngestSummary>,
 }
 
-pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
+/// Validate the format flags before anything touches the database.
+pub fn format_choice(args: &InputArgs) -> anyhow::Result<FormatChoice> {
     let name = args
         .format
         .parse()
@@ -32,21 +33,23 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
         name,
         log_format: args.log_format.clone(),
     };
-    format.spec().map_err(|e| anyhow::anyhow!("{e}"))?; // validate before touching the database
-    let enrich = enrichment(&args.enrich)?;
-    let db = open_db(g).await?;
-    let writer = Arc::new(IngestWriter::new(db.pool().clone()));
-    let show_progress = !args.json && std::io::stderr().is_terminal();
+    format.spec().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format)
+}
+
+/// Ingest every path in turn, with a progress bar on a terminal. Stops at the first file that
+/// fails (what was committed before stays committed).
+pub async fn ingest_inputs(
+    writer: &Arc<IngestWriter>,
+    args: &InputArgs,
+    format: &FormatChoice,
+    show_progress: bool,
+) -> (Report, Option<anyhow::Error>) {
     let started = std::time::Instant::now();
-    let mut report = Report {
-        read: 0,
-        accepted: 0,
-        rejected: 0,
-        duplicate_batches: 0,
-        duplicate_lines: 0,
-        seconds: 0.0,
-        lines_per_second: 0.0,
-        files: Vec::new(),
+    let mut report = Report::default();
+    let enrich = match enrichment(&args.enrich) {
+        Ok(e) => e,
+        Err(e) => return (report, Some(e)),
     };
     let mut failure = None;
     for path in &args.paths {
@@ -104,6 +107,22 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.lines_per_second = if report.seconds > 0.0 {
+        report.read as f64 / report.seconds
+    } else {
+        0.0
+    };
+    (report, failure)
+}
+
+pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let format = format_choice(&args.input)?; // validate before touching the database
+    enrichment(&args.input.enrich)?;
+    let db = open_db(g).await?;
+    let writer = Arc::new(IngestWriter::new(db.pool().clone()));
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let (report, failure) = ingest_inputs(&writer, &args.input, &format, show_progress).await;
     if failure.is_none()
         && (args.retention.retention_days > 0 || args.retention.rollup_retention_days > 0)
     {
@@ -129,12 +148,6 @@ pub async fn run(g: &GlobalArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = failure {
         return Err(e);
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    report.lines_per_second = if report.seconds > 0.0 {
-        report.read as f64 / report.seconds
-    } else {
-        0.0
-    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

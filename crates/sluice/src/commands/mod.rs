@@ -4,6 +4,7 @@ mod db;
 mod forecast;
 mod ingest;
 mod rejects;
+mod replay;
 mod series;
 mod serve;
 mod sim;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
+        Command::Replay(args) => replay::run(&cli.global, args).await,
         Command::Rejects(args) => rejects::run(&cli.global, args).await,
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
         Command::Token(cmd) => token::run(&cli.global, cmd).await,

@@ -29,6 +29,23 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.retention.rollup_retention_days,
     );
 
+    let detection = (args.detect_every > 0).then(|| {
+        let opts = sluice_engine::detection::DetectionOptions {
+            lateness: Duration::from_secs(args.detect_lateness),
+            models_dir: Some(
+                args.models_dir
+                    .clone()
+                    .unwrap_or_else(|| g.data_dir.join("models")),
+            ),
+            ..Default::default()
+        };
+        sluice_engine::detection::spawn_live(
+            db.pool().clone(),
+            opts,
+            Duration::from_secs(args.detect_every),
+        )
+    });
+
     let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
         tracing::info!(%addr, "sluice is listening");
         eprintln!("sluice listening on http://{addr} (Ctrl-C stops it)");
@@ -36,6 +53,9 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("failed to serve on {}", args.listen));
     retention.abort();
+    if let Some(d) = detection {
+        d.abort();
+    }
     db.close().await;
     res?;
     Ok(ExitCode::SUCCESS)

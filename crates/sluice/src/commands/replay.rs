@@ -1,0 +1,252 @@
+//! `sluice replay`: ingest log files, run detection through them in log time (the same loop
+//! `sluice serve` runs), and write a JSON report.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sluice_core::Timestamp;
+use sluice_engine::detection::{DetectionLoop, DetectionOptions, DetectionStats, RegisteredModel};
+use sluice_ml::detect::{Anomaly, AnomalyState, Reason};
+use sluice_store::ingest::IngestWriter;
+
+use super::ingest::{format_choice, ingest_inputs, Report as IngestReport};
+use super::{enrichment, open_db};
+use crate::cli::{GlobalArgs, ReplayArgs};
+
+#[derive(serde::Serialize)]
+struct Lines {
+    read: u64,
+    accepted: u64,
+    rejected: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Member {
+    client: String,
+    client_kind: String,
+}
+
+#[derive(serde::Serialize)]
+struct ReportAnomaly<'a> {
+    /// Id in the database (`GET /v1/anomalies/{id}`).
+    id: Option<i64>,
+    client: &'a str,
+    client_kind: &'static str,
+    kind: &'static str,
+    first_detected: String,
+    last_flagged: String,
+    score: f64,
+    state: &'static str,
+    reasons: &'a [Reason],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    campaign: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<Member>,
+}
+
+#[derive(serde::Serialize)]
+struct Detection<'a> {
+    log_time_from: Option<String>,
+    log_time_to: Option<String>,
+    seconds: f64,
+    #[serde(flatten)]
+    stats: &'a DetectionStats,
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    lines: Lines,
+    anomalies: Vec<ReportAnomaly<'a>>,
+    anomalies_by_kind: BTreeMap<&'static str, usize>,
+    detection: Detection<'a>,
+    models: &'a [RegisteredModel],
+    ingest: &'a IngestReport,
+    seconds: f64,
+}
+
+pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let format = format_choice(&args.input)?;
+    enrichment(&args.input.enrich)?;
+    if let Some(dir) = args.report.parent().filter(|d| !d.as_os_str().is_empty()) {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "cannot write the report to {}: {} is not a directory",
+            args.report.display(),
+            dir.display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let db = open_db(g).await?;
+    let writer = Arc::new(IngestWriter::new(db.pool().clone()));
+    let terminal = std::io::stderr().is_terminal();
+    let (ingest, failure) = ingest_inputs(&writer, &args.input, &format, terminal).await;
+    if let Some(e) = failure {
+        db.close().await;
+        return Err(e);
+    }
+    eprintln!(
+        "ingested {} lines ({} accepted, {} rejected) in {:.1} s",
+        ingest.read, ingest.accepted, ingest.rejected, ingest.seconds
+    );
+
+    let sources: Vec<String> = ingest.files.iter().map(|f| f.source.clone()).collect();
+    let bounds = sluice_store::detection::batch_bounds(db.pool(), &sources)
+        .await
+        .context("failed to read the log-time span of the ingested files")?;
+    let mut opts = DetectionOptions {
+        models_dir: Some(
+            args.models_dir
+                .clone()
+                .unwrap_or_else(|| g.data_dir.join("models")),
+        ),
+        ..DetectionOptions::default()
+    };
+    opts.detector.warmup_minutes = args.warmup_minutes;
+    let detect_started = std::time::Instant::now();
+    let mut detection = None;
+    if let Some((from, to)) = bounds {
+        let mut dl = DetectionLoop::starting_at(opts, from);
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(minutes_between(from, to));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} detection [{bar:30}] {pos}/{len} log minutes {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let end = Timestamp::from_micros(to.micros() + 1);
+        let res = dl
+            .run_until(db.pool(), end, |s| {
+                if let Some(b) = &bar {
+                    if let Some(r) = s.read_until {
+                        b.set_position(minutes_between(from, r));
+                    }
+                    b.set_message(format!("{} records", s.records));
+                }
+            })
+            .await;
+        let res = match res {
+            Ok(()) => dl.finish(db.pool()).await,
+            Err(e) => Err(e),
+        };
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if let Err(e) = res {
+            db.close().await;
+            return Err(anyhow::Error::new(e).context("detection failed"));
+        }
+        detection = Some((dl, from, to));
+    }
+    let detect_seconds = detect_started.elapsed().as_secs_f64();
+    db.close().await;
+
+    let empty = DetectionStats::default();
+    let (anomalies, stats, models, span) = match &detection {
+        Some((dl, from, to)) => (
+            dl.anomalies()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| report_anomaly(a, dl.anomaly_id(i)))
+                .collect::<Vec<_>>(),
+            dl.stats(),
+            dl.models(),
+            Some((*from, *to)),
+        ),
+        None => (Vec::new(), &empty, &[][..], None),
+    };
+    let mut by_kind = BTreeMap::new();
+    for a in &anomalies {
+        *by_kind.entry(a.kind).or_insert(0) += 1;
+    }
+    let report = Report {
+        lines: Lines {
+            read: ingest.read,
+            accepted: ingest.accepted,
+            rejected: ingest.rejected,
+        },
+        anomalies,
+        anomalies_by_kind: by_kind,
+        detection: Detection {
+            log_time_from: span.map(|s| s.0.to_string()),
+            log_time_to: span.map(|s| s.1.to_string()),
+            seconds: detect_seconds,
+            stats,
+        },
+        models,
+        ingest: &ingest,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.report, format!("{text}\n"))
+        .with_context(|| format!("failed to write the report to {}", args.report.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+
+    let kinds: Vec<String> = report
+        .anomalies_by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    match span {
+        Some((from, to)) => eprintln!(
+            "replayed {} records over {} .. {} ({} log minutes) in {:.1} s ({:.1} s detection): \
+             {} anomalies{}; {} models registered; report: {}",
+            stats.records,
+            from,
+            to,
+            stats.minutes,
+            report.seconds,
+            detect_seconds,
+            report.anomalies.len(),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            stats.models_registered,
+            args.report.display()
+        ),
+        None => eprintln!(
+            "no records were accepted, so there was nothing to replay; report: {}",
+            args.report.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn minutes_between(from: Timestamp, to: Timestamp) -> u64 {
+    u64::try_from((to.micros() - from.micros()) / sluice_core::time::MICROS_PER_MINUTE).unwrap_or(0)
+}
+
+fn report_anomaly(a: &Anomaly, id: Option<i64>) -> ReportAnomaly<'_> {
+    ReportAnomaly {
+        id,
+        client: &a.client,
+        client_kind: a.client_kind.as_str(),
+        kind: a.kind.as_str(),
+        first_detected: a.first_detected.to_string(),
+        last_flagged: a.last_flagged.to_string(),
+        score: (a.score * 1000.0).round() / 1000.0,
+        state: match a.state {
+            AnomalyState::Open => "open",
+            AnomalyState::Resolved => "resolved",
+        },
+        reasons: &a.reasons,
+        campaign: a.campaign.as_deref(),
+        members: a
+            .members
+            .iter()
+            .map(|m| Member {
+                client: m.value.clone(),
+                client_kind: m.kind.as_str().to_owned(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,116 @@
+//! `sluice replay`: simulated logs with ground truth in, a JSON report out.
+
+use sluice_store::testing::TestDb;
+
+use crate::support::{count, db_url, run_ok, sluice, sluice_on, stderr};
+
+#[tokio::test]
+async fn replay_reports_lines_and_explained_anomalies() {
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("sim.ndjson");
+    run_ok(
+        sluice()
+            .args([
+                "sim",
+                "--duration",
+                "90m",
+                "--lines",
+                "0",
+                "--clients",
+                "30",
+                "--browsers",
+                "10",
+                "--batch-jobs",
+                "1",
+                "--attacks",
+                "probing",
+                "--no-flash-crowd",
+                "--format",
+                "ndjson",
+                "--output",
+            ])
+            .arg(&log),
+    );
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count() as u64;
+    let labels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("sim.labels.json")).unwrap())
+            .unwrap();
+    let prober = labels["attacks"][0]["identities"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let report_path = data.path().join("report.json");
+    let out = run_ok(
+        sluice_on(&url, data.path())
+            .args(["replay", "--report"])
+            .arg(&report_path)
+            .arg(&log),
+    );
+    let err = stderr(&out);
+    assert!(err.contains("replayed "), "human summary on stderr: {err}");
+    assert!(err.contains("report: "), "{err}");
+
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(r["lines"]["read"].as_u64(), Some(lines));
+    assert_eq!(r["lines"]["accepted"].as_u64(), Some(lines));
+    assert_eq!(r["lines"]["rejected"].as_u64(), Some(0));
+    assert_eq!(r["detection"]["minutes"].as_u64(), Some(90));
+    let anomalies = r["anomalies"].as_array().unwrap();
+    let found = anomalies
+        .iter()
+        .find(|a| a["client"] == prober.as_str())
+        .unwrap_or_else(|| panic!("the prober {prober} is reported: {anomalies:#?}"));
+    assert_eq!(found["client_kind"], "ip");
+    assert_eq!(found["kind"], "probing");
+    for a in anomalies {
+        let score = a["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{a}");
+        let t = a["first_detected"].as_str().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "RFC 3339 log time: {t}"
+        );
+        let reasons = a["reasons"].as_array().unwrap();
+        assert!(!reasons.is_empty(), "every anomaly explains itself: {a}");
+        for reason in reasons {
+            assert!(reason["feature"].is_string());
+            assert!(reason["observed"].is_number() && reason["expected"].is_number());
+        }
+        assert!(a["id"].is_i64(), "the database id is reported: {a}");
+    }
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM anomalies").await,
+        anomalies.len() as i64
+    );
+    assert!(count(&db.pool, "SELECT count(*) FROM model_registry").await > 0);
+}
+
+#[test]
+fn replay_says_when_the_report_cannot_be_written() {
+    let data = tempfile::tempdir().unwrap();
+    let out = sluice()
+        .args(["--data-dir"])
+        .arg(data.path())
+        .args([
+            "replay",
+            "--report",
+            "/nonexistent-dir/r.json",
+            "whatever.log",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot write the report to /nonexistent-dir/r.json: /nonexistent-dir is not a directory"),
+        "{err}"
+    );
+    assert!(
+        !data.path().join("postgres").exists(),
+        "no database was started for a command that cannot succeed"
+    );
+}
