@@ -2,6 +2,7 @@
 //! error kinds to HTTP statuses. Handlers read and write through `sluice-store` and
 //! `sluice-engine`; no SQL and no model code lives here.
 
+pub mod analyst;
 pub mod auth;
 pub mod error;
 pub mod logs;
@@ -97,6 +98,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/logs", post(logs::post_logs))
         .route("/v1/logs/rejects", get(logs::get_rejects))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/anomalies", get(analyst::list_anomalies))
+        .route("/v1/anomalies/{id}", get(analyst::get_anomaly))
+        .route("/v1/clients/{client}", get(analyst::get_client))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -51,7 +51,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A malformed query string answers problem+json like every other error, not axum's plain text.
-fn bad_query(e: QueryRejection) -> ApiError {
+pub(crate) fn bad_query(e: QueryRejection) -> ApiError {
     let text = e.body_text();
     let why = text
         .strip_prefix("Failed to deserialize query string: ")

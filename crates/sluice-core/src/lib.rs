@@ -1,12 +1,14 @@
 //! Domain types and pure rules shared by every Sluice crate: the canonical access record, client
 //! identity, route normalisation and log-time arithmetic. No IO lives here.
 
+pub mod anomaly;
 pub mod auth;
 pub mod identity;
 pub mod record;
 pub mod route;
 pub mod time;
 
+pub use anomaly::{AnomalyKind, AnomalyState};
 pub use auth::Role;
 pub use identity::{ClientId, ClientKeyPolicy, ClientKind};
 pub use record::AccessRecord;

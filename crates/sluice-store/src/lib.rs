@@ -2,6 +2,7 @@
 //! external server or the embedded cluster), migrations, the COPY-based ingest writer, rollups,
 //! partitions and retention, API tokens and the audit log.
 
+pub mod analyst;
 pub mod db;
 pub mod detection;
 pub mod embedded;

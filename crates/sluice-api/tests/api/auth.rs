@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use sluice_core::Role;
 
+use crate::fixtures::Anomaly;
 use crate::helpers::{combined_lines, request, TestApp};
 
 const UNAUTHENTICATED: &str = "missing or invalid API token: send `Authorization: Bearer <token>` (create one with `sluice token create`)";
@@ -55,6 +56,27 @@ fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::GET,
+            uri: "/v1/anomalies",
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read anomalies",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/anomalies/1", // inserted by the matrix
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read anomalies",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/clients/ak_matrix", // inserted by the matrix
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read client behaviour",
+        },
+        Route {
+            method: Method::GET,
             uri: "/v1/whoami",
             body: String::new,
             needs: Role::Gateway, // any valid token; the gateway is the least privileged role
@@ -70,6 +92,8 @@ async fn role_matrix() {
     sluice_store::tokens::revoke_token(&app.db.pool, "gone", "test")
         .await
         .unwrap();
+    let id = Anomaly::new("api_key", "ak_matrix", 0).insert(&app).await;
+    assert_eq!(id, 1);
 
     for route in routes() {
         for caller in CALLERS {

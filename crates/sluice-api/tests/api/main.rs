@@ -2,7 +2,9 @@
 //! `tower::ServiceExt::oneshot`, on a fresh real Postgres database per test (`TestDb`; never a
 //! mock). One test binary, so the embedded cluster (when `DATABASE_URL` is unset) starts once.
 
+mod analyst;
 mod auth;
 mod backpressure;
+mod fixtures;
 mod helpers;
 mod logs;
