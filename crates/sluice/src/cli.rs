@@ -116,8 +116,9 @@ model registry are stored in the database (the embedded cluster under --data-dir
 so `sluice serve` shows them afterwards.
 
 Example (6 hours of simulated traffic, about a million lines, then the replay):
-    sluice sim --output sim.log
-    sluice replay $(sluice sim --print-log-format) sim.log --report report.json
+    sluice sim --format ndjson --output sim.ndjson
+    sluice replay sim.ndjson --report report.json
+    tools/score_replay.py report.json sim.labels.json      # compare with the ground truth
 ";
 
 const SIM_AFTER_HELP: &str = "\
