@@ -93,6 +93,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// List lines that could not be parsed, with their reasons.
     Rejects(RejectsArgs),
+    /// List the model registry (population models refitted by detection), newest first.
+    Models(ModelsArgs),
     /// Database maintenance.
     #[command(subcommand)]
     Db(DbCommand),
@@ -305,6 +307,16 @@ pub struct ReplayArgs {
     pub models_dir: Option<PathBuf>,
 
     /// Print the report on stdout too (the human summary still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// How many to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -86,7 +86,24 @@ async fn replay_reports_lines_and_explained_anomalies() {
         count(&db.pool, "SELECT count(*) FROM anomalies").await,
         anomalies.len() as i64
     );
-    assert!(count(&db.pool, "SELECT count(*) FROM model_registry").await > 0);
+    let models = r["models"].as_array().unwrap();
+    assert!(!models.is_empty(), "population models were refitted: {r}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM model_registry").await,
+        models.len() as i64
+    );
+    // `sluice models` lists the registry, newest first, each artefact on disk.
+    let out = run_ok(sluice_on(&url, data.path()).args(["models", "--json"]));
+    let listed: Vec<serde_json::Value> = crate::support::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), models.len());
+    assert_eq!(listed[0]["version"], models.last().unwrap()["version"]);
+    for m in &listed {
+        let path = m["artefact"].as_str().unwrap();
+        assert!(std::path::Path::new(path).is_file(), "artefact {path}");
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod db;
 mod forecast;
 mod ingest;
+mod models;
 mod rejects;
 mod replay;
 mod series;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Ingest(args) => ingest::run(&cli.global, args).await,
         Command::Replay(args) => replay::run(&cli.global, args).await,
+        Command::Models(args) => models::run(&cli.global, args).await,
         Command::Rejects(args) => rejects::run(&cli.global, args).await,
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
         Command::Token(cmd) => token::run(&cli.global, cmd).await,
