@@ -21,50 +21,8 @@ use super::baseline::{population_factor, ClientBaseline, Feature, RouteBaselines
 use super::features::{subnet, ClientMinute};
 use super::population::{self, PopulationConfig, PopulationModel, DIM};
 
-/// What an anomaly looks like, inferred from the features that deviated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnomalyKind {
-    Scraping,
-    CredentialStuffing,
-    Enumeration,
-    CompromisedKey,
-    Probing,
-    Flood,
-    RateSpike,
-    /// Unlike the client's past or the population, without a more specific pattern.
-    Unusual,
-}
-
-impl AnomalyKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AnomalyKind::Scraping => "scraping",
-            AnomalyKind::CredentialStuffing => "credential_stuffing",
-            AnomalyKind::Enumeration => "enumeration",
-            AnomalyKind::CompromisedKey => "compromised_key",
-            AnomalyKind::Probing => "probing",
-            AnomalyKind::Flood => "flood",
-            AnomalyKind::RateSpike => "rate_spike",
-            AnomalyKind::Unusual => "unusual",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnomalyState {
-    Open,
-    Resolved,
-}
-
-/// One feature that deviated: what was seen and what the baseline expected.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Reason {
-    pub feature: String,
-    pub observed: f64,
-    pub expected: f64,
-}
+// The kinds, states and reasons are domain types shared with the store and the API.
+pub use sluice_core::anomaly::{AnomalyKind, AnomalyState, Reason};
 
 /// A detected anomaly: one client, or a campaign of identities acting together.
 #[derive(Clone, Debug, PartialEq, Serialize)]
