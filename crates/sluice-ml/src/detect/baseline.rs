@@ -217,7 +217,12 @@ impl ClientBaseline {
             self.novelty.update(row.share(new), CLIENT_ALPHA);
         }
         for (r, c) in &row.route_counts {
-            *self.routes.entry(r.clone()).or_default() += c;
+            match self.routes.get_mut(r) {
+                Some(n) => *n += c,
+                None => {
+                    self.routes.insert(r.clone(), *c);
+                }
+            }
         }
         for ip in &row.ips {
             if self.ips.insert(*ip) {

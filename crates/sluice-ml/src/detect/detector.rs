@@ -187,6 +187,8 @@ pub struct Detector {
     anomalies: Vec<Anomaly>,
     open_by_client: HashMap<ClientId<'static>, usize>,
     open_campaigns: HashMap<String, usize>,
+    /// Members of each campaign anomaly, for constant-time membership checks.
+    campaign_members: HashMap<usize, HashSet<MemberRef>>,
     /// Routes many established clients took up together, with the last minute they did.
     trending: HashMap<String, i64>,
 }
@@ -214,6 +216,7 @@ impl Detector {
             anomalies: Vec::new(),
             open_by_client: HashMap::new(),
             open_campaigns: HashMap::new(),
+            campaign_members: HashMap::new(),
             trending: HashMap::new(),
         }
     }
@@ -337,10 +340,7 @@ impl Detector {
         let mut flagged_now: HashSet<usize> = HashSet::new();
         let mut suspicious: Vec<bool> = vec![false; rows.len()];
         if !warm {
-            let evals: Vec<Eval> = rows
-                .iter()
-                .map(|r| self.evaluate(t, r, self.clients.get(&r.client), g, &trending))
-                .collect();
+            let evals = self.evaluate_all(t, rows, g, &trending);
             self.campaigns(t, rows, &evals, &mut flagged_now, &mut suspicious);
             for (i, (r, ev)) in rows.iter().zip(&evals).enumerate() {
                 if suspicious[i] {
@@ -382,7 +382,10 @@ impl Detector {
             if suspicious[i] || self.open_by_client.contains_key(&r.client) {
                 continue;
             }
-            let st = self.clients.entry(r.client.clone()).or_default();
+            let st = match self.clients.get_mut(&r.client) {
+                Some(st) => st,
+                None => self.clients.entry(r.client.clone()).or_default(),
+            };
             st.baseline.learn(r);
             for (route, _) in &r.route_counts {
                 if !self.known_routes.contains(route) {
@@ -405,6 +408,7 @@ impl Detector {
         if !resolved.is_empty() {
             self.open_by_client.retain(|_, i| !resolved.contains(i));
             self.open_campaigns.retain(|_, i| !resolved.contains(i));
+            self.campaign_members.retain(|i, _| !resolved.contains(i));
         }
         let mut flagged: Vec<usize> = flagged_now.into_iter().collect();
         flagged.sort_unstable();
@@ -482,6 +486,10 @@ impl Detector {
         let member_e = self.cfg.campaign_member_evidence;
         let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, (r, ev)) in rows.iter().zip(evals).enumerate() {
+            // too weak to join or stay in any campaign: skip before building keys
+            if ev.evidence < member_e * 0.5 {
+                continue;
+            }
             let Some(route) = r.dominant_route() else {
                 continue;
             };
@@ -522,8 +530,8 @@ impl Detector {
                 continue;
             }
             let mut merged = ClientMinute::empty(rows[members[0]].client.clone(), rows[0].minute);
+            merged.merge_all(members.iter().map(|&i| &rows[i]));
             for &i in &members {
-                merged.merge(&rows[i]);
                 taken.insert(i);
                 suspicious[i] = true;
             }
@@ -559,11 +567,50 @@ impl Detector {
         flagged: &mut HashSet<usize>,
     ) {
         let m = member(r);
-        let a = &mut self.anomalies[idx];
-        if !a.members.contains(&m) {
-            a.members.push(m);
+        let known = self
+            .campaign_members
+            .entry(idx)
+            .or_insert_with(|| self.anomalies[idx].members.iter().cloned().collect());
+        if known.insert(m.clone()) {
+            self.anomalies[idx].members.push(m);
         }
         self.reflag(idx, t, s, flagged);
+    }
+
+    /// Layers 1 and 2 for every row; large minutes are split over the available cores (each
+    /// row's evaluation reads shared state only, so the split does not change any result).
+    fn evaluate_all(
+        &self,
+        t: i64,
+        rows: &[ClientMinute],
+        g: f64,
+        trending: &HashSet<String>,
+    ) -> Vec<Eval> {
+        let eval_chunk = |chunk: &[ClientMinute]| -> Vec<Eval> {
+            chunk
+                .iter()
+                .map(|r| self.evaluate(t, r, self.clients.get(&r.client), g, trending))
+                .collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if threads < 2 || rows.len() < 4096 {
+            return eval_chunk(rows);
+        }
+        let size = rows.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(size)
+                .map(|c| scope.spawn(move || eval_chunk(c)))
+                .collect();
+            let mut out = Vec::with_capacity(rows.len());
+            for h in handles {
+                match h.join() {
+                    Ok(part) => out.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            out
+        })
     }
 
     /// Layers 1 and 2 for one row.

@@ -123,29 +123,58 @@ impl ClientMinute {
 
     /// Add another part of the same client and minute (or of a group, for campaign summaries).
     pub fn merge(&mut self, o: &ClientMinute) {
-        self.requests += o.requests;
-        for (a, b) in self.per_10s.iter_mut().zip(o.per_10s) {
-            *a += b;
+        self.merge_all(std::iter::once(o));
+    }
+
+    /// Merge many rows at once: counters add up, route counts add per route, and the path, IP
+    /// and user-agent sets are unioned with one sort at the end (merging a large campaign row by
+    /// row would re-sort the growing sets every time).
+    pub fn merge_all<'a>(&mut self, others: impl IntoIterator<Item = &'a ClientMinute>) {
+        let mut routes: HashMap<String, u32> = self.route_counts.drain(..).collect();
+        let (paths, ips, uas) = (self.paths.len(), self.ips.len(), self.user_agents.len());
+        for o in others {
+            self.requests += o.requests;
+            for (a, b) in self.per_10s.iter_mut().zip(o.per_10s) {
+                *a += b;
+            }
+            self.status.merge(&o.status);
+            self.get += o.get;
+            self.post += o.post;
+            self.other_method += o.other_method;
+            self.bytes_sent += o.bytes_sent;
+            self.latency_sum_us += o.latency_sum_us;
+            self.latency_count += o.latency_count;
+            self.latency_max_us = self.latency_max_us.max(o.latency_max_us);
+            for (r, n) in &o.route_counts {
+                match routes.get_mut(r) {
+                    Some(c) => *c += n,
+                    None => {
+                        routes.insert(r.clone(), *n);
+                    }
+                }
+            }
+            self.paths.extend_from_slice(&o.paths);
+            self.ips.extend_from_slice(&o.ips);
+            self.user_agents.extend_from_slice(&o.user_agents);
+            self.gap_count += o.gap_count;
+            self.gap_sum += o.gap_sum;
+            self.gap_sumsq += o.gap_sumsq;
         }
-        self.status.merge(&o.status);
-        self.get += o.get;
-        self.post += o.post;
-        self.other_method += o.other_method;
-        self.bytes_sent += o.bytes_sent;
-        self.latency_sum_us += o.latency_sum_us;
-        self.latency_count += o.latency_count;
-        self.latency_max_us = self.latency_max_us.max(o.latency_max_us);
-        let mut routes: BTreeMap<String, u32> = self.route_counts.drain(..).collect();
-        for (r, n) in &o.route_counts {
-            *routes.entry(r.clone()).or_default() += n;
+        let mut routes: Vec<(String, u32)> = routes.into_iter().collect();
+        routes.sort_unstable();
+        self.route_counts = routes;
+        if self.paths.len() > paths {
+            self.paths.sort_unstable();
+            self.paths.dedup();
         }
-        self.route_counts = routes.into_iter().collect();
-        union_sorted(&mut self.paths, &o.paths);
-        union_sorted(&mut self.ips, &o.ips);
-        union_sorted(&mut self.user_agents, &o.user_agents);
-        self.gap_count += o.gap_count;
-        self.gap_sum += o.gap_sum;
-        self.gap_sumsq += o.gap_sumsq;
+        if self.ips.len() > ips {
+            self.ips.sort_unstable();
+            self.ips.dedup();
+        }
+        if self.user_agents.len() > uas {
+            self.user_agents.sort_unstable();
+            self.user_agents.dedup();
+        }
     }
 
     pub fn peak_10s(&self) -> u32 {
@@ -226,15 +255,6 @@ impl ClientMinute {
     pub fn share(&self, n: u32) -> f64 {
         f64::from(n) / f64::from(self.requests.max(1))
     }
-}
-
-fn union_sorted<T: Ord + Clone>(a: &mut Vec<T>, b: &[T]) {
-    if b.is_empty() {
-        return;
-    }
-    a.extend_from_slice(b);
-    a.sort_unstable();
-    a.dedup();
 }
 
 /// Stable 64-bit hash of a path (std's SipHash with fixed keys).
