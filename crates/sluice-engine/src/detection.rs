@@ -21,7 +21,7 @@ use std::time::Duration;
 use sluice_core::time::MICROS_PER_MINUTE;
 use sluice_core::{AccessRecord, ClientKind, Timestamp};
 use sluice_ml::detect::{
-    population, Aggregator, Anomaly, AnomalyState, Detector, DetectorConfig, Retrained,
+    population, Aggregator, Anomaly, AnomalyState, Detector, DetectorConfig, Retrained, RouteSurge,
 };
 use sluice_store::detection::{self as store, AnomalyRow, FeatureRow, ModelEntry};
 use sluice_store::{PgPool, StoreError};
@@ -97,6 +97,7 @@ struct Core {
 struct Processed {
     features: Vec<FeatureRow>,
     retrained: Vec<(Retrained, serde_json::Value)>,
+    route_surges: Vec<RouteSurge>,
     minutes: u64,
     last_minute: Option<Timestamp>,
 }
@@ -122,8 +123,12 @@ pub struct DetectionLoop {
     written: HashMap<usize, Written>,
     model_versions: [Option<i32>; 2],
     models: Vec<RegisteredModel>,
+    route_surges: Vec<RouteSurge>,
     stats: DetectionStats,
 }
+
+/// Route surges kept in memory for the report (the newest ones win beyond this).
+const MAX_ROUTE_SURGES: usize = 10_000;
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -147,6 +152,7 @@ impl DetectionLoop {
             written: HashMap::new(),
             model_versions: [None, None],
             models: Vec::new(),
+            route_surges: Vec::new(),
             stats: DetectionStats::default(),
         }
     }
@@ -178,6 +184,12 @@ impl DetectionLoop {
 
     pub fn models(&self) -> &[RegisteredModel] {
         &self.models
+    }
+
+    /// Minutes in which one route's total rose far above its own baseline (a surge on one
+    /// endpoint, whoever caused it), oldest first.
+    pub fn route_surges(&self) -> &[RouteSurge] {
+        &self.route_surges
     }
 
     /// Every anomaly found by this loop, open and resolved.
@@ -254,6 +266,15 @@ impl DetectionLoop {
         self.core = Some(core);
         self.stats.records += n;
         self.stats.minutes += processed.minutes;
+        for s in &processed.route_surges {
+            tracing::info!(route = %s.route, minute = %s.minute, observed = s.observed,
+                expected = s.expected, "route surge");
+        }
+        self.route_surges.extend(processed.route_surges);
+        if self.route_surges.len() > MAX_ROUTE_SURGES {
+            let extra = self.route_surges.len() - MAX_ROUTE_SURGES;
+            self.route_surges.drain(..extra);
+        }
 
         store::write_features(pool, &processed.features).await?;
         self.stats.feature_rows += processed.features.len() as u64;
@@ -400,6 +421,7 @@ fn step_blocking(
     let mut out = Processed {
         features: Vec::new(),
         retrained: Vec::new(),
+        route_surges: Vec::new(),
         minutes: closed.len() as u64,
         last_minute: closed.last().map(|m| m.minute),
     };
@@ -417,6 +439,10 @@ fn step_blocking(
             })
             .collect();
         let outcome = core.detector.observe(m.minute, &m.rows);
+        if m.minute >= persist_from {
+            out.route_surges
+                .extend(outcome.route_surges.iter().cloned());
+        }
         for r in outcome.retrained {
             let model = core
                 .detector

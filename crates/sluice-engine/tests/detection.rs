@@ -93,6 +93,24 @@ async fn replay_finds_attacks_stores_them_once_and_resumes() {
     assert_eq!(dl.stats().records, accepted);
     assert_eq!(dl.stats().minutes, 100);
 
+    // The flood is also a surge on the route it hits, seen by that route's own baseline, and
+    // nothing else surges.
+    let flood = labels
+        .attacks
+        .iter()
+        .find(|a| a.class == AttackClass::Flood)
+        .unwrap();
+    let surges = dl.route_surges();
+    assert!(!surges.is_empty(), "the flood shows as a route surge");
+    assert_eq!(surges[0].minute, flood.start.minute_floor());
+    for s in surges {
+        assert!(
+            s.minute >= flood.start.minute_floor() && s.minute < flood.end,
+            "surge outside the flood: {s:?}"
+        );
+        assert!(s.observed > 10.0 * s.expected, "{s:?}");
+    }
+
     // Both attacks found, within two minutes of their start; no legitimate API client flagged.
     let flagged: Vec<(String, String, Timestamp)> = dl
         .anomalies()

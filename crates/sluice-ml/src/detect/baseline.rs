@@ -252,9 +252,10 @@ pub struct RouteBaselines {
 }
 
 /// A route whose traffic this minute is far above its baseline.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RouteSurge {
     pub route: String,
+    #[serde(serialize_with = "crate::detect::detector::rfc3339")]
     pub minute: sluice_core::Timestamp,
     pub observed: f64,
     pub expected: f64,

@@ -47,7 +47,7 @@ pub struct Anomaly {
     pub campaign: Option<String>,
 }
 
-fn rfc3339<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(ts)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions, DetectionStats, RegisteredModel};
-use sluice_ml::detect::{Anomaly, AnomalyState, Reason};
+use sluice_ml::detect::{Anomaly, AnomalyState, Reason, RouteSurge};
 use sluice_store::ingest::IngestWriter;
 
 use super::ingest::{format_choice, ingest_inputs, Report as IngestReport};
@@ -61,6 +61,8 @@ struct Report<'a> {
     lines: Lines,
     anomalies: Vec<ReportAnomaly<'a>>,
     anomalies_by_kind: BTreeMap<&'static str, usize>,
+    /// Minutes in which one route's traffic rose far above that route's own baseline.
+    route_surges: &'a [RouteSurge],
     detection: Detection<'a>,
     models: &'a [RegisteredModel],
     ingest: &'a IngestReport,
@@ -147,6 +149,9 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     db.close().await;
 
     let empty = DetectionStats::default();
+    let surges = detection
+        .as_ref()
+        .map_or(&[][..], |(dl, _, _)| dl.route_surges());
     let (anomalies, stats, models, span) = match &detection {
         Some((dl, from, to)) => (
             dl.anomalies()
@@ -172,6 +177,7 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         anomalies,
         anomalies_by_kind: by_kind,
+        route_surges: surges,
         detection: Detection {
             log_time_from: span.map(|s| s.0.to_string()),
             log_time_to: span.map(|s| s.1.to_string()),
