@@ -70,7 +70,8 @@ fn minute_index(from: Timestamp, t: DateTime<Utc>, len: usize) -> Option<usize> 
 /// those spans only. Minutes whose raw records are gone (retention) exclude nothing.
 pub async fn read_series(pool: &PgPool, from: Timestamp, to: Timestamp) -> Result<Series> {
     let from = from.minute_floor();
-    let len = usize::try_from((to.micros() - from.micros()).max(0) / MICROS_PER_MINUTE).unwrap_or(0);
+    let len =
+        usize::try_from((to.micros() - from.micros()).max(0) / MICROS_PER_MINUTE).unwrap_or(0);
     let mut out = Series {
         from,
         minutes: len,
@@ -276,9 +277,19 @@ pub async fn write_fit(pool: &PgPool, m: &ModelRow, points: &[PointRow]) -> Resu
          WHERE forecast_points.fitted_at <= EXCLUDED.fitted_at",
     )
     .bind(&m.route)
-    .bind(points.iter().map(|p| to_chrono(p.minute)).collect::<Vec<_>>())
+    .bind(
+        points
+            .iter()
+            .map(|p| to_chrono(p.minute))
+            .collect::<Vec<_>>(),
+    )
     .bind(vec![to_chrono(m.fitted_at); points.len()])
-    .bind(points.iter().map(|p| finite(p.forecast)).collect::<Vec<_>>())
+    .bind(
+        points
+            .iter()
+            .map(|p| finite(p.forecast))
+            .collect::<Vec<_>>(),
+    )
     .bind(points.iter().map(|p| finite(p.lower)).collect::<Vec<_>>())
     .bind(points.iter().map(|p| finite(p.upper)).collect::<Vec<_>>())
     .execute(&mut *tx)
@@ -361,7 +372,12 @@ pub async fn write_factors(pool: &PgPool, rows: &[FactorRow]) -> Result<()> {
                  capacity_rps = EXCLUDED.capacity_rps",
         )
         .bind(chunk.iter().map(|r| r.route.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|r| to_chrono(r.minute)).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|r| to_chrono(r.minute))
+                .collect::<Vec<_>>(),
+        )
         .bind(chunk.iter().map(|r| r.factor).collect::<Vec<_>>())
         .bind(
             chunk
@@ -587,14 +603,13 @@ pub async fn route_forecast(
     .bind(route)
     .fetch_optional(&mut *tx)
     .await?;
-    let capacity: Option<(f64, String, Option<serde_json::Value>, DateTime<Utc>)> =
-        sqlx::query_as(
-            "SELECT capacity_rps, source, evidence, computed_at FROM route_capacity \
+    let capacity: Option<(f64, String, Option<serde_json::Value>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT capacity_rps, source, evidence, computed_at FROM route_capacity \
              WHERE route = $1",
-        )
-        .bind(route)
-        .fetch_optional(&mut *tx)
-        .await?;
+    )
+    .bind(route)
+    .fetch_optional(&mut *tx)
+    .await?;
     let known: bool = if route == TOTAL {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rollup_route_minute)")
             .fetch_one(&mut *tx)
@@ -691,14 +706,15 @@ pub async fn route_forecast(
             series[i].upper = Some(hi);
         }
     }
-    let to_factor = |(m, factor, utilisation, planned_rps): (DateTime<Utc>, f64, Option<f64>, Option<f64>)| {
-        StoredFactor {
-            minute: from_chrono(m),
-            factor,
-            utilisation,
-            planned_rps,
-        }
-    };
+    let to_factor =
+        |(m, factor, utilisation, planned_rps): (DateTime<Utc>, f64, Option<f64>, Option<f64>)| {
+            StoredFactor {
+                minute: from_chrono(m),
+                factor,
+                utilisation,
+                planned_rps,
+            }
+        };
     Ok(Some(RouteForecast {
         route: route.to_owned(),
         model: model.map(|m| StoredModel {

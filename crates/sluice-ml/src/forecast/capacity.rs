@@ -128,10 +128,7 @@ impl CapacityFactor {
         predicted_rps: f64,
         capacity_rps: f64,
     ) -> FactorUpdate {
-        let elapsed = self
-            .last_minute
-            .map_or(1, |m| (minute - m).max(0))
-            .max(0);
+        let elapsed = self.last_minute.map_or(1, |m| (minute - m).max(0)).max(0);
         self.last_minute = Some(minute);
         let known = predicted_rps.is_finite()
             && predicted_rps >= 0.0
