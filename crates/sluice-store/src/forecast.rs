@@ -556,6 +556,8 @@ pub async fn list_routes(pool: &PgPool) -> Result<Vec<RouteSummary>> {
         .collect())
 }
 
+type FactorDb = (DateTime<Utc>, f64, Option<f64>, Option<f64>);
+
 /// One series in detail over a window of minutes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteForecast {
@@ -662,7 +664,7 @@ pub async fn route_forecast(
     .bind(to_chrono(until))
     .fetch_all(&mut *tx)
     .await?;
-    let factor_rows: Vec<(DateTime<Utc>, f64, Option<f64>, Option<f64>)> = sqlx::query_as(
+    let factor_rows: Vec<FactorDb> = sqlx::query_as(
         "SELECT minute, factor, utilisation, planned_rps FROM capacity_factors \
          WHERE route = $1 AND minute >= $2 AND minute < $3 ORDER BY minute",
     )
@@ -671,7 +673,7 @@ pub async fn route_forecast(
     .bind(to_chrono(until))
     .fetch_all(&mut *tx)
     .await?;
-    let latest: Option<(DateTime<Utc>, f64, Option<f64>, Option<f64>)> = sqlx::query_as(
+    let latest: Option<FactorDb> = sqlx::query_as(
         "SELECT minute, factor, utilisation, planned_rps FROM capacity_factors \
          WHERE route = $1 ORDER BY minute DESC LIMIT 1",
     )
