@@ -88,7 +88,7 @@ fn client_kind(value: Option<&str>, name: &str) -> ApiResult<Option<ClientKind>>
 }
 
 /// An RFC 3339 time (any offset), as UTC.
-fn time(value: Option<&str>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn time(value: Option<&str>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
     parse_with(value, |v| {
         DateTime::parse_from_rfc3339(v)
             .map(|t| t.with_timezone(&Utc))
@@ -107,7 +107,7 @@ fn time(value: Option<&str>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
 }
 
 /// An integer in `1..=max`, or `default` when absent.
-fn bounded(value: Option<&str>, name: &str, default: u32, max: u32) -> ApiResult<u32> {
+pub(crate) fn bounded(value: Option<&str>, name: &str, default: u32, max: u32) -> ApiResult<u32> {
     Ok(parse_with(value, |v| {
         v.parse::<u32>()
             .ok()

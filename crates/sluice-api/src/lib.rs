@@ -5,6 +5,7 @@
 pub mod analyst;
 pub mod auth;
 pub mod error;
+pub mod forecasts;
 pub mod logs;
 
 use std::net::SocketAddr;
@@ -101,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/anomalies", get(analyst::list_anomalies))
         .route("/v1/anomalies/{id}", get(analyst::get_anomaly))
         .route("/v1/clients/{client}", get(analyst::get_client))
+        .route("/v1/forecasts", get(forecasts::get_forecasts))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -2,4 +2,5 @@
 //! (split, parse, enrich, encode, write) that `sluice ingest` and `POST /v1/logs` share.
 
 pub mod detection;
+pub mod forecast;
 pub mod ingest;

@@ -8,6 +8,7 @@ pub mod detection;
 pub mod embedded;
 pub mod encode;
 pub mod error;
+pub mod forecast;
 pub mod ingest;
 pub mod testing;
 pub mod tokens;

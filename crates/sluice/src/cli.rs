@@ -207,6 +207,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
 
+    /// Seconds between forecast steps (they follow detection in log time); 0 turns forecasting
+    /// and capacity factors off.
+    #[arg(long, env = "SLUICE_FORECAST_EVERY", default_value_t = 30)]
+    pub forecast_every: u64,
+
+    #[command(flatten)]
+    pub forecast: ForecastLoopArgs,
+
     #[command(flatten)]
     pub enrich: EnrichArgs,
 
@@ -309,6 +317,76 @@ pub struct ReplayArgs {
     /// Print the report on stdout too (the human summary still goes to stderr).
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub forecast: ForecastLoopArgs,
+}
+
+/// Load forecasting and capacity: shared by `sluice serve` and `sluice replay`.
+#[derive(Debug, Args, Clone)]
+pub struct ForecastLoopArgs {
+    /// Capacity of a route in requests per second, `ROUTE=RPS` (repeatable, e.g.
+    /// `--route-capacity /v1/search=50`); overrides the capacity learned from latency vs load.
+    #[arg(
+        long = "route-capacity",
+        env = "SLUICE_ROUTE_CAPACITY",
+        value_delimiter = ',',
+        value_name = "ROUTE=RPS",
+        value_parser = parse_route_capacity
+    )]
+    pub route_capacity: Vec<(String, f64)>,
+
+    /// Minutes ahead forecast per route and in total (5 to 120).
+    #[arg(long, env = "SLUICE_FORECAST_HORIZON", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(5..=120))]
+    pub forecast_horizon: u32,
+
+    /// Log minutes between refits of the forecast models.
+    #[arg(long, env = "SLUICE_FORECAST_REFIT_MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=10080))]
+    pub forecast_refit_minutes: u32,
+
+    /// Learn the capacity of routes without a configured one from the knee of latency vs load.
+    #[arg(long, env = "SLUICE_LEARN_CAPACITY", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub learn_capacity: bool,
+}
+
+impl ForecastLoopArgs {
+    pub fn options(&self) -> sluice_engine::forecast::ForecastOptions {
+        sluice_engine::forecast::ForecastOptions {
+            horizon: self.forecast_horizon as usize,
+            refit_every: std::time::Duration::from_secs(
+                60 * u64::from(self.forecast_refit_minutes),
+            ),
+            capacities: self.route_capacity.iter().cloned().collect(),
+            learn_capacity: self.learn_capacity,
+            ..Default::default()
+        }
+    }
+}
+
+/// `ROUTE=RPS` with a route starting with `/` and a positive, finite rate.
+pub fn parse_route_capacity(s: &str) -> Result<(String, f64), String> {
+    let (route, rps) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected ROUTE=RPS (e.g. /v1/search=50), got {s:?}"))?;
+    let route = route.trim();
+    if !route.starts_with('/') {
+        return Err(format!("route {route:?} must start with /"));
+    }
+    let rps: f64 = rps
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| {
+            format!(
+                "capacity of {route} must be a positive number of requests per second, got {:?}",
+                rps.trim()
+            )
+        })?;
+    Ok((route.to_owned(), rps))
 }
 
 #[derive(Debug, Args)]

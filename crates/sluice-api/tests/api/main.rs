@@ -6,5 +6,6 @@ mod analyst;
 mod auth;
 mod backpressure;
 mod fixtures;
+mod forecasts;
 mod helpers;
 mod logs;

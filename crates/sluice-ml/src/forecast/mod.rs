@@ -17,8 +17,10 @@
 //! problems are a few hundred features by many streamed rows, where accumulating `XᵀX` is the
 //! fastest exact method and needs no dense design matrix or extra dependency.
 
+pub mod capacity;
 mod clean;
 mod io;
+pub mod knee;
 mod linalg;
 mod models;
 mod regress;

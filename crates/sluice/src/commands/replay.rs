@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions, DetectionStats, RegisteredModel};
+use sluice_engine::forecast::{FactorRecord, ForecastLoop, ForecastStats};
 use sluice_ml::detect::{Anomaly, AnomalyState, Reason, RouteSurge};
 use sluice_store::ingest::IngestWriter;
 
@@ -65,8 +66,76 @@ struct Report<'a> {
     route_surges: &'a [RouteSurge],
     detection: Detection<'a>,
     models: &'a [RegisteredModel],
+    forecasts: Option<Forecasts<'a>>,
     ingest: &'a IngestReport,
     seconds: f64,
+}
+
+/// Backtest error of one series: the mean over its refits of the chosen model's MASE and of
+/// seasonal naive's on the same origins, and the latest fit.
+#[derive(serde::Serialize)]
+struct SeriesForecast {
+    route: String,
+    refits: usize,
+    mase: f64,
+    smape: f64,
+    seasonal_naive_mase: f64,
+    /// mase / seasonal_naive_mase: below 1 beats seasonal naive.
+    relative_mase: f64,
+    latest_model: String,
+    latest_season_minutes: usize,
+    excluded_requests: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Forecasts<'a> {
+    seconds: f64,
+    #[serde(flatten)]
+    stats: &'a ForecastStats,
+    /// The total over all routes is the series named `*`.
+    series: Vec<SeriesForecast>,
+    /// Capacity factors of routes with a capacity: the first value and every change.
+    capacity_factors: &'a [FactorRecord],
+}
+
+fn summarise(fl: &ForecastLoop) -> Vec<SeriesForecast> {
+    let mut by_route: BTreeMap<&str, Vec<&sluice_engine::forecast::FitRecord>> = BTreeMap::new();
+    for f in fl.fits() {
+        by_route.entry(f.route.as_str()).or_default().push(f);
+    }
+    let mut out: Vec<SeriesForecast> = by_route
+        .into_iter()
+        .map(|(route, fits)| {
+            let n = fits.len() as f64;
+            let mean = |g: fn(&sluice_engine::forecast::FitRecord) -> f64| {
+                fits.iter().map(|f| g(f)).sum::<f64>() / n
+            };
+            let mase = mean(|f| f.mase);
+            let sn = mean(|f| f.seasonal_naive_mase);
+            let last = fits[fits.len() - 1];
+            SeriesForecast {
+                route: route.to_owned(),
+                refits: fits.len(),
+                mase: round3(mase),
+                smape: round3(mean(|f| f.smape)),
+                seasonal_naive_mase: round3(sn),
+                relative_mase: round3(if sn > 0.0 { mase / sn } else { f64::NAN }),
+                latest_model: last.model.clone(),
+                latest_season_minutes: last.season_minutes,
+                excluded_requests: fits.iter().map(|f| f.excluded_requests).sum(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.route == "*")
+            .cmp(&(a.route == "*"))
+            .then(a.route.cmp(&b.route))
+    });
+    out
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -146,6 +215,28 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         detection = Some((dl, from, to));
     }
     let detect_seconds = detect_started.elapsed().as_secs_f64();
+
+    // Forecasting walks the same log time behind detection (it only reads minutes detection
+    // has scored, so the exclusion of flagged clients is what detection knew by then).
+    let forecast_started = std::time::Instant::now();
+    let mut forecasting = None;
+    if let Some((_, from, to)) = &detection {
+        let mut fl = ForecastLoop::starting_at(args.forecast.options(), *from);
+        let end = Timestamp::from_micros(to.micros() + sluice_core::time::MICROS_PER_MINUTE);
+        let bound = match sluice_store::detection::cursor(db.pool()).await {
+            Ok(c) => c.map_or(end, |c| c.min(end)),
+            Err(e) => {
+                db.close().await;
+                return Err(anyhow::Error::new(e).context("failed to read the detection cursor"));
+            }
+        };
+        if let Err(e) = fl.run_until(db.pool(), bound).await {
+            db.close().await;
+            return Err(anyhow::Error::new(e).context("forecasting failed"));
+        }
+        forecasting = Some(fl);
+    }
+    let forecast_seconds = forecast_started.elapsed().as_secs_f64();
     db.close().await;
 
     let empty = DetectionStats::default();
@@ -185,6 +276,12 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             stats,
         },
         models,
+        forecasts: forecasting.as_ref().map(|fl| Forecasts {
+            seconds: forecast_seconds,
+            stats: fl.stats(),
+            series: summarise(fl),
+            capacity_factors: fl.factor_changes(),
+        }),
         ingest: &ingest,
         seconds: started.elapsed().as_secs_f64(),
     };

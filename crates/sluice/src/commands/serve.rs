@@ -46,6 +46,15 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
     });
 
+    // Forecasting follows detection in log time (it reads up to the detection cursor).
+    let forecasting = (args.detect_every > 0 && args.forecast_every > 0).then(|| {
+        sluice_engine::forecast::spawn_live(
+            db.pool().clone(),
+            args.forecast.options(),
+            Duration::from_secs(args.forecast_every),
+        )
+    });
+
     let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
         tracing::info!(%addr, "sluice is listening");
         eprintln!("sluice listening on http://{addr} (Ctrl-C stops it)");
@@ -55,6 +64,9 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     retention.abort();
     if let Some(d) = detection {
         d.abort();
+    }
+    if let Some(f) = forecasting {
+        f.abort();
     }
     db.close().await;
     res?;
