@@ -161,12 +161,28 @@ impl ForecastLoop {
     }
 
     /// Continue where the stored cursor says (serve). The first step refits at once (the
-    /// forecasts are not kept in memory across restarts), then keeps the schedule.
+    /// forecasts are not kept in memory across restarts), then keeps the schedule. Each route's
+    /// capacity factor continues from its last stored value, so a restart never lifts a
+    /// tightening by itself.
     pub async fn resume(pool: &PgPool, opts: ForecastOptions) -> Result<Self, ForecastLoopError> {
         Ok(match store::cursor(pool).await? {
-            Some((until, _)) => ForecastLoop::with(opts, Some(until), None),
+            Some((until, _)) => {
+                let mut l = ForecastLoop::with(opts, Some(until), None);
+                for (route, minute, factor) in store::last_factors(pool, until).await? {
+                    l.factors.insert(
+                        route,
+                        CapacityFactor::restored(factor, minute_index(minute)),
+                    );
+                }
+                l
+            }
             None => ForecastLoop::with(opts, None, None),
         })
+    }
+
+    /// The current capacity factor of `route` (1 when it has none).
+    pub fn factor(&self, route: &str) -> f64 {
+        self.factors.get(route).map_or(1.0, CapacityFactor::factor)
     }
 
     pub fn stats(&self) -> &ForecastStats {

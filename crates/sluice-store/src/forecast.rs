@@ -109,10 +109,10 @@ pub async fn read_series(pool: &PgPool, from: Timestamp, to: Timestamp) -> Resul
     // member), merged so that a record inside two spans counts once; then the raw records of
     // those identities inside those spans.
     let spans: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT m.client_kind, m.client, greatest(a.first_detected, $1), \
-                least(a.last_flagged + interval '1 minute', $2) \
+        "SELECT m.client_kind, m.client, \
+                greatest(a.first_detected - interval '1 minute', $1), least(a.last_flagged, $2) \
          FROM anomalies a JOIN anomaly_members m ON m.anomaly_id = a.id \
-         WHERE a.first_detected < $2 AND a.last_flagged + interval '1 minute' > $1 \
+         WHERE a.first_detected - interval '1 minute' < $2 AND a.last_flagged > $1 \
          ORDER BY 1, 2, 3",
     )
     .bind(to_chrono(from))
@@ -396,6 +396,25 @@ pub async fn write_factors(pool: &PgPool, rows: &[FactorRow]) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// The last stored capacity factor of every route before `before`: `(route, minute, factor)`.
+/// The forecast loop restores its hysteresis state from these after a restart.
+pub async fn last_factors(
+    pool: &PgPool,
+    before: Timestamp,
+) -> Result<Vec<(String, Timestamp, f64)>> {
+    let rows: Vec<(String, DateTime<Utc>, f64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (route) route, minute, factor FROM capacity_factors \
+         WHERE minute < $1 ORDER BY route, minute DESC",
+    )
+    .bind(to_chrono(before))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(r, m, f)| (r, from_chrono(m), f))
+        .collect())
 }
 
 /// The forecast cursor: minutes before `evaluated_until` are final; the last refit time.

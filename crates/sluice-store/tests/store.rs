@@ -207,3 +207,48 @@ async fn migration_status_lists_applied_migrations() {
         .iter()
         .all(|m| m.success == Some(true) && m.checksum_matches == Some(true)));
 }
+
+/// Records of a flagged client are excluded from the forecast series exactly over the minutes the
+/// detector flagged: `first_detected` and `last_flagged` are minute *ends*, so an anomaly
+/// detected at 10:06 and last flagged at 10:08 covers the records of 10:05..10:08.
+#[tokio::test]
+async fn forecast_series_excludes_exactly_the_flagged_minutes() {
+    use sluice_store::detection::{upsert_anomaly, AnomalyRow};
+    use sluice_store::forecast::{read_series, TOTAL};
+
+    let db = TestDb::new().await;
+    let w = IngestWriter::new(db.pool.clone());
+    let mut b = BatchBuilder::new("edge-1");
+    for minute in 3..10 {
+        b.push(&rec(17, minute, "ak_bad", "/a", 200));
+        b.push(&rec(17, minute, "ak_good", "/a", 200));
+    }
+    w.write(b.finish(None, "nginx")).await.unwrap();
+    let at = |m: u32| Timestamp::from_civil(2015, 5, 17, 10, m, 0, 0, 0).unwrap();
+    upsert_anomaly(
+        &db.pool,
+        &AnomalyRow {
+            client_kind: ClientKind::ApiKey,
+            client: "ak_bad".into(),
+            kind: "flood".into(),
+            score: 0.9,
+            first_detected: at(6),
+            last_flagged: at(8),
+            open: false,
+            reasons: serde_json::json!([]),
+            campaign: None,
+            members: vec![(ClientKind::ApiKey, "ak_bad".into())],
+            member_count: 0,
+            model_version: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let s = read_series(&db.pool, at(3), at(10)).await.unwrap();
+    let route = &s.routes["/a"];
+    assert_eq!(route.requests, vec![2.0; 7]);
+    // Minutes 10:03..10:09; flagged records are those of 10:05, 10:06 and 10:07.
+    assert_eq!(route.excluded, vec![0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(s.routes[TOTAL].excluded, route.excluded);
+}

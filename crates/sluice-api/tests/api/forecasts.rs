@@ -280,3 +280,43 @@ async fn analysts_and_admins_only() {
     assert!(v["total"].is_null());
     assert_eq!(v["routes"], serde_json::json!([]));
 }
+
+/// A restarted forecast loop continues each route's capacity factor from its last stored value:
+/// a restart alone never lifts a tightening.
+#[tokio::test]
+async fn a_resumed_loop_keeps_the_stored_capacity_factor() {
+    let app = TestApp::new().await;
+    seed(&app).await;
+    let pool = &app.db.pool;
+    let stored: f64 = sqlx::query_scalar(
+        "SELECT factor FROM capacity_factors WHERE route = '/v1/cart' ORDER BY minute DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(stored < 1.0, "the seed tightens /v1/cart: {stored}");
+    let opts = ForecastOptions {
+        capacities: [("/v1/cart".to_owned(), 5.0)].into_iter().collect(),
+        threads: 1,
+        ..ForecastOptions::default()
+    };
+    let resumed = ForecastLoop::resume(pool, opts).await.unwrap();
+    assert_eq!(resumed.factor("/v1/cart"), stored);
+    let search: f64 = sqlx::query_scalar(
+        "SELECT factor FROM capacity_factors WHERE route = '/v1/search' \
+         ORDER BY minute DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.factor("/v1/search"),
+        search,
+        "learned capacity, stored factor"
+    );
+    assert_eq!(
+        resumed.factor("/v1/none"),
+        1.0,
+        "a route without factors is unconstrained"
+    );
+}

@@ -114,6 +114,22 @@ impl CapacityFactor {
         }
     }
 
+    /// Continue from a factor stored at `minute` (after a restart). The hold starts afresh: a
+    /// tightened route stays tightened for at least `hold_minutes` of low load after the restart,
+    /// which errs on the safe side rather than relaxing at once.
+    pub fn restored(factor: f64, minute: i64) -> Self {
+        let factor = if factor.is_finite() && factor > 0.0 {
+            factor.min(1.0)
+        } else {
+            1.0
+        };
+        CapacityFactor {
+            factor,
+            below_since: None,
+            last_minute: Some(minute),
+        }
+    }
+
     pub fn factor(&self) -> f64 {
         self.factor
     }
@@ -370,5 +386,32 @@ mod tests {
         assert_eq!(planned_rps(&[60.0, 120.0], Some(600.0)), 10.0);
         assert_eq!(planned_rps(&[], Some(600.0)), 10.0);
         assert!(planned_rps(&[], None).is_nan());
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn a_restored_factor_holds_for_the_hold_time_before_relaxing() {
+        let p = CapacityPolicy::default();
+        let mut f = CapacityFactor::restored(0.5, 100);
+        assert_eq!(f.factor(), 0.5);
+        // Low load right after the restart: held for `hold_minutes`, then relaxed step by step.
+        for m in 101..101 + i64::from(p.hold_minutes) {
+            assert_eq!(
+                f.update(&p, m, 0.0, 10.0).change,
+                FactorChange::Held,
+                "minute {m}"
+            );
+        }
+        let u = f.update(&p, 101 + i64::from(p.hold_minutes), 0.0, 10.0);
+        assert_eq!(u.change, FactorChange::Relaxed);
+        assert!(u.factor > 0.5);
+        // Garbage in storage falls back to unconstrained, never to a zero factor.
+        assert_eq!(CapacityFactor::restored(0.0, 1).factor(), 1.0);
+        assert_eq!(CapacityFactor::restored(f64::NAN, 1).factor(), 1.0);
+        assert_eq!(CapacityFactor::restored(3.0, 1).factor(), 1.0);
     }
 }
