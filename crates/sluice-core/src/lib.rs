@@ -10,6 +10,7 @@ pub mod record;
 pub mod reputation;
 pub mod route;
 pub mod time;
+pub mod tuning;
 
 pub use anomaly::{AnomalyKind, AnomalyState};
 pub use auth::Role;

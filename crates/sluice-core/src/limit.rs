@@ -4,9 +4,9 @@
 //! ([`ratelimit_policy_header`], draft-ietf-httpapi-ratelimit-headers).
 //!
 //! These are the building blocks of a policy rule (`policy` owns the document around them) and
-//! what the tuner (`crate::tuning`) suggests. A [`Limit`] that passes [`Limit::check`] and a
+//! what the tuner ([`crate::tuning`]) suggests. A [`Limit`] that passes [`Limit::check`] and a
 //! [`Selector`] that deserialised are valid; the exact meaning of every algorithm is what
-//! `crate::backtest` simulates.
+//! [`crate::tuning::backtest`] simulates.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -327,7 +327,7 @@ impl<'de> Deserialize<'de> for Cidr {
 }
 
 /// What a limit counts: requests, or cost units (each route has a cost weight, see
-/// `crate::tuning::route_cost_weights`, so an expensive request uses up the quota faster).
+/// [`crate::tuning::route_cost_weights`], so an expensive request uses up the quota faster).
 /// Advertised as the IETF `qu` parameter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
