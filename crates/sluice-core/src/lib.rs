@@ -3,6 +3,7 @@
 //! limits (algorithms, selectors, the `RateLimit-Policy` header). No IO lives here.
 
 pub mod anomaly;
+pub mod approval;
 pub mod auth;
 pub mod identity;
 pub mod limit;
