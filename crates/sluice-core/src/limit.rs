@@ -43,11 +43,11 @@ pub struct Selector {
 
 impl Selector {
     /// The selector that names exactly one client identity (what the tuner suggests limits for).
-    /// An IP value that does not parse as an address is kept out: the selector then matches no
-    /// IP field, which `check` callers see as an empty selector.
-    pub fn client(kind: ClientKind, value: &str) -> Selector {
+    /// An IP client must be an address: anything else is refused rather than turned into a
+    /// selector without an IP field, which would be one global counter.
+    pub fn client(kind: ClientKind, value: &str) -> Result<Selector, CidrError> {
         let exact = Some(Match::Exactly(value.to_owned()));
-        match kind {
+        Ok(match kind {
             ClientKind::ApiKey => Selector {
                 api_key: exact,
                 ..Selector::default()
@@ -60,14 +60,16 @@ impl Selector {
                 user: exact,
                 ..Selector::default()
             },
-            ClientKind::Ip => Selector {
-                ip: value
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(|addr| IpMatch::Net(Cidr::host(addr))),
-                ..Selector::default()
-            },
-        }
+            ClientKind::Ip => {
+                let addr: IpAddr = value
+                    .parse()
+                    .map_err(|_| CidrError::Syntax(value.to_owned()))?;
+                Selector {
+                    ip: Some(IpMatch::Net(Cidr::host(addr))),
+                    ..Selector::default()
+                }
+            }
+        })
     }
 
     /// The same selector restricted to one route.
@@ -702,13 +704,22 @@ mod tests {
         assert!(err.starts_with("unknown field `tenant`"), "{err}");
         assert_eq!(
             Selector::client(ClientKind::Ip, "192.0.2.9")
+                .unwrap()
                 .on_route("/login")
                 .to_string(),
             "ip=192.0.2.9,route=/login"
         );
         assert_eq!(
-            Selector::client(ClientKind::ApiKey, "k1").to_string(),
+            Selector::client(ClientKind::ApiKey, "k1")
+                .unwrap()
+                .to_string(),
             "api_key=k1"
+        );
+        assert_eq!(
+            Selector::client(ClientKind::Ip, "10.0.0.0/8")
+                .unwrap_err()
+                .to_string(),
+            "invalid IP address or CIDR \"10.0.0.0/8\" (expected e.g. 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)"
         );
     }
 

@@ -423,6 +423,74 @@ pub fn suggest(input: &TuningInput<'_>, cfg: &TuningConfig) -> Suggestion {
     finish(limit, Basis::Learned, confidence, reasons)
 }
 
+/// One suggestion entering the overload rule, with what fair sharing weighs it by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OverloadEntry {
+    pub suggestion: Suggestion,
+    /// In [0, 1].
+    pub reputation: f64,
+    pub priority: fairshare::PriorityClass,
+}
+
+/// The overload rule: when the suggestions for clients sharing a capacity (per minute, the
+/// route's predicted capacity) add up to more than it, share it by [`fairshare::fair_share`]
+/// and cut each limit that does not fit to its share (rounded down, at least 1; a burst or
+/// queue larger than the new rate shrinks to it), with a reason. This is the only rule that may
+/// give a good client less than its normal need. Returns the allocations in input order.
+pub fn apply_fair_share(
+    capacity_per_minute: f64,
+    entries: &mut [OverloadEntry],
+    cfg: &fairshare::FairShareConfig,
+) -> Vec<fairshare::Allocation> {
+    let demands: Vec<fairshare::Demand> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| fairshare::Demand {
+            id: i.to_string(),
+            demand: e.suggestion.limit.per_minute(),
+            reputation: e.reputation,
+            priority: e.priority,
+        })
+        .collect();
+    let allocations = fairshare::fair_share(capacity_per_minute, &demands, cfg);
+    for (e, a) in entries.iter_mut().zip(&allocations) {
+        if a.allocated + 1e-9 >= a.demand {
+            continue;
+        }
+        let limit = e.suggestion.limit;
+        let window = limit.window_seconds().max(1) as f64;
+        let rate = ((a.allocated * window / 60.0).floor() as u64).max(1);
+        let cut = match limit.with_rate(rate) {
+            Limit::TokenBucket {
+                rate,
+                window_seconds,
+                burst,
+            } => Limit::TokenBucket {
+                rate,
+                window_seconds,
+                burst: burst.min(rate),
+            },
+            Limit::LeakyBucket {
+                rate,
+                window_seconds,
+                queue,
+            } => Limit::LeakyBucket {
+                rate,
+                window_seconds,
+                queue: queue.min(rate),
+            },
+            other => other,
+        };
+        e.suggestion.reasons.push(format!(
+            "predicted overload (capacity {}/min): {}; cut to {cut}",
+            fmt_rate(capacity_per_minute),
+            a.reason
+        ));
+        e.suggestion.limit = cut;
+    }
+    allocations
+}
+
 /// What a route costs per request, from the rollups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteCostStats {
@@ -592,7 +660,7 @@ mod tests {
 
     fn check(c: Case, e: Expect) {
         let input = TuningInput {
-            selector: Selector::client(ClientKind::ApiKey, "k"),
+            selector: Selector::client(ClientKind::ApiKey, "k").unwrap(),
             tier: &c.tier,
             baseline: c.baseline,
             reputation: c.reputation,
@@ -928,6 +996,68 @@ mod tests {
                     reasons: &["keeps"],
                 },
             );
+        }
+    }
+
+    #[test]
+    fn low_reputation_clients_give_up_capacity_first_under_overload() {
+        use fairshare::{FairShareConfig, PriorityClass};
+        // Three steady clients: reputation 1.0, 0.5 and 0.2 suggest 153, 132 and 119/min
+        // (weights 1, 0.25 and 0.05).
+        let entries = || -> Vec<OverloadEntry> {
+            [1.0, 0.5, 0.2]
+                .into_iter()
+                .map(|rep| {
+                    let t = tier();
+                    let input = TuningInput {
+                        selector: Selector::default(),
+                        tier: &t,
+                        baseline: Some(steady()),
+                        reputation: rep,
+                        abuse: None,
+                        capacity_factor: 1.0,
+                        cost_unit: CostUnit::Requests,
+                        current: None,
+                    };
+                    OverloadEntry {
+                        suggestion: suggest(&input, &TuningConfig::default()),
+                        reputation: rep,
+                        priority: PriorityClass::Normal,
+                    }
+                })
+                .collect()
+        };
+        // (capacity, rates after the rule): at 300 the good client keeps 153 and the rest share
+        // 147 at level 490: 122.5 and 24.5; at 150 nobody fits: level 115.4 gives 115, 28.8 and
+        // 5.8.
+        let table: [(f64, [u64; 3]); 3] = [
+            (1000.0, [153, 132, 119]),
+            (300.0, [153, 122, 24]),
+            (150.0, [115, 28, 5]),
+        ];
+        for (capacity, want) in table {
+            let mut e = entries();
+            let before: Vec<u64> = e.iter().map(|x| x.suggestion.limit.rate()).collect();
+            assert_eq!(before, [153, 132, 119]);
+            apply_fair_share(capacity, &mut e, &FairShareConfig::default());
+            let got: Vec<u64> = e.iter().map(|x| x.suggestion.limit.rate()).collect();
+            assert_eq!(got, want, "capacity {capacity}");
+            assert!(got.iter().sum::<u64>() as f64 <= capacity);
+            for x in &e {
+                assert!(x.suggestion.limit.check().is_empty());
+                assert!(x.suggestion.limit.burst() <= x.suggestion.limit.rate());
+            }
+            if capacity == 300.0 {
+                let last = e[2].suggestion.reasons.last().unwrap();
+                assert!(
+                    last.starts_with("predicted overload (capacity 300/min): normal class under overload: fair share 24.5 of 119.0/min (weight 0.05 from reputation 0.20"),
+                    "{last}"
+                );
+                assert!(
+                    last.ends_with("cut to token_bucket 24/60s burst 20"),
+                    "{last}"
+                );
+            }
         }
     }
 
