@@ -1,7 +1,6 @@
 //! Domain types and pure rules shared by every Sluice crate: the canonical access record, client
 //! identity, route normalisation, log-time arithmetic, limits (algorithms, selectors, the
-//! `RateLimit-Policy` header), reputation, limit tuning and the approval workflow. No IO lives
-//! here.
+//! `RateLimit-Policy` header) and the policy document gateways fetch. No IO lives here.
 
 pub mod anomaly;
 pub mod approval;
