@@ -54,6 +54,21 @@ pub struct ClientTraffic {
     /// Named by an anomaly during the span.
     pub anomalous: bool,
     pub traffic: Traffic,
+    /// Cost units per request (the route's weight, see
+    /// [`crate::tuning::route_cost_weights`]) when the rule counts cost units; `None` counts each
+    /// request as 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+impl ClientTraffic {
+    /// Cost per request in milli-units (at least 1).
+    fn cost_milli(&self) -> u64 {
+        match self.cost {
+            Some(c) if c.is_finite() && c > 0.0 => ((c * MILLI as f64).round() as u64).max(1),
+            _ => MILLI,
+        }
+    }
 }
 
 /// Whether the rule gives every client its own counter (a `"*"` or single-client selector) or
@@ -96,19 +111,25 @@ pub struct BacktestReport {
     pub anomalous: GroupTotals,
 }
 
+/// One unit in thousandths: costs are simulated in integer milli-units so a route weight such as
+/// 0.67 is exact enough and every comparison stays integer.
+const MILLI: u64 = 1000;
+
 /// One limiter's state, advanced request by request in time order. Rejected requests are not
-/// counted.
+/// counted. Each request costs `cost` milli-units (1000 for a plain request).
 struct Limiter {
     limit: Limit,
     window: i64,
-    // Fixed window and sliding counter: the current aligned window, its count, the previous
-    // window's count.
+    // Fixed window and sliding counter: the current aligned window, its usage, the previous
+    // window's usage (milli-units).
     k: i64,
     cur: u64,
     prev: u64,
-    // Sliding log: admitted times inside the window.
-    log: VecDeque<i64>,
-    // GCRA (token and leaky bucket): theoretical arrival time, in microseconds times the rate.
+    // Sliding log: admitted (time, cost) inside the window and their total.
+    log: VecDeque<(i64, u64)>,
+    log_sum: u64,
+    // GCRA (token and leaky bucket): theoretical arrival time, in microseconds times the rate
+    // times MILLI.
     tat: Option<i128>,
 }
 
@@ -121,6 +142,7 @@ impl Limiter {
             cur: 0,
             prev: 0,
             log: VecDeque::new(),
+            log_sum: 0,
             tat: None,
         }
     }
@@ -139,24 +161,29 @@ impl Limiter {
         t - k * self.window
     }
 
-    fn admit(&mut self, t: i64) -> bool {
-        let rate = self.limit.rate().max(1);
+    fn admit(&mut self, t: i64, cost: u64) -> bool {
+        let quota = self.limit.rate().max(1).saturating_mul(MILLI);
         match self.limit {
             Limit::FixedWindow { .. } => {
                 self.roll(t);
-                if self.cur < rate {
-                    self.cur += 1;
+                if self.cur + cost <= quota {
+                    self.cur += cost;
                     true
                 } else {
                     false
                 }
             }
             Limit::SlidingWindowLog { .. } => {
-                while self.log.front().is_some_and(|&a| a <= t - self.window) {
+                while let Some(&(a, c)) = self.log.front() {
+                    if a > t - self.window {
+                        break;
+                    }
                     self.log.pop_front();
+                    self.log_sum -= c;
                 }
-                if (self.log.len() as u64) < rate {
-                    self.log.push_back(t);
+                if self.log_sum + cost <= quota {
+                    self.log.push_back((t, cost));
+                    self.log_sum += cost;
                     true
                 } else {
                     false
@@ -165,23 +192,26 @@ impl Limiter {
             Limit::SlidingWindowCounter { .. } => {
                 let elapsed = i128::from(self.roll(t));
                 let w = i128::from(self.window);
-                let estimate = i128::from(self.prev) * (w - elapsed) + i128::from(self.cur + 1) * w;
-                if estimate <= i128::from(rate) * w {
-                    self.cur += 1;
+                let estimate =
+                    i128::from(self.prev) * (w - elapsed) + i128::from(self.cur + cost) * w;
+                if estimate <= i128::from(quota) * w {
+                    self.cur += cost;
                     true
                 } else {
                     false
                 }
             }
             Limit::TokenBucket { burst: b, .. } | Limit::LeakyBucket { queue: b, .. } => {
-                // Scaled by the rate: one request is `window` long, the tolerance is
-                // `(b - 1) * window`.
-                let now = i128::from(t) * i128::from(rate);
+                // Scaled by rate * MILLI: a request of one unit is `window * MILLI` long; a
+                // request passes if, after it, the bucket holds at most `b` units.
+                let scale = i128::from(self.limit.rate().max(1)) * i128::from(MILLI);
+                let now = i128::from(t) * scale;
                 let w = i128::from(self.window);
-                let tolerance = i128::from(b.max(1) - 1) * w;
+                let step = w * i128::from(cost);
+                let capacity = i128::from(b.max(1)) * w * i128::from(MILLI);
                 let tat = self.tat.map_or(now, |x| x.max(now));
-                if tat - now <= tolerance {
-                    self.tat = Some(tat + w);
+                if tat + step - now <= capacity {
+                    self.tat = Some(tat + step);
                     true
                 } else {
                     false
@@ -194,18 +224,22 @@ impl Limiter {
 /// Rejected requests of one arrival sequence (sorted) under `limit`.
 pub fn rejected(limit: &Limit, arrivals: &[Timestamp]) -> u64 {
     let mut l = Limiter::new(*limit);
-    arrivals.iter().filter(|t| !l.admit(t.micros())).count() as u64
+    arrivals
+        .iter()
+        .filter(|t| !l.admit(t.micros(), MILLI))
+        .count() as u64
 }
 
 /// Replay `traffic` against `limit`.
 pub fn backtest(limit: &Limit, traffic: &[ClientTraffic], counter: Counter) -> BacktestReport {
     let arrivals: Vec<Vec<i64>> = traffic.iter().map(|c| c.traffic.arrivals()).collect();
+    let costs: Vec<u64> = traffic.iter().map(|c| c.cost_milli()).collect();
     let mut rejected = vec![0u64; traffic.len()];
     match counter {
         Counter::PerClient => {
             for (i, times) in arrivals.iter().enumerate() {
                 let mut l = Limiter::new(*limit);
-                rejected[i] = times.iter().filter(|&&t| !l.admit(t)).count() as u64;
+                rejected[i] = times.iter().filter(|&&t| !l.admit(t, costs[i])).count() as u64;
             }
         }
         Counter::Shared => {
@@ -218,7 +252,7 @@ pub fn backtest(limit: &Limit, traffic: &[ClientTraffic], counter: Counter) -> B
             all.sort_unstable();
             let mut l = Limiter::new(*limit);
             for (t, i) in all {
-                if !l.admit(t) {
+                if !l.admit(t, costs[i]) {
                     rejected[i] += 1;
                 }
             }
@@ -350,6 +384,7 @@ mod tests {
             client: "k".into(),
             anomalous: false,
             traffic: minutes,
+            cost: None,
         }];
         // Fixed 100/min: 20 of the first minute's 120.
         let fixed = Limit::FixedWindow {
@@ -390,16 +425,19 @@ mod tests {
                 client: "steady".into(),
                 anomalous: false,
                 traffic: per_minute(50),
+                cost: None,
             },
             ClientTraffic {
                 client: "busy".into(),
                 anomalous: false,
                 traffic: per_minute(100),
+                cost: None,
             },
             ClientTraffic {
                 client: "scraper".into(),
                 anomalous: true,
                 traffic: per_minute(300),
+                cost: None,
             },
         ];
         let limit = Limit::FixedWindow {
@@ -436,11 +474,13 @@ mod tests {
                 client: "a".into(),
                 anomalous: false,
                 traffic: one_minute(80),
+                cost: None,
             },
             ClientTraffic {
                 client: "b".into(),
                 anomalous: true,
                 traffic: one_minute(80),
+                cost: None,
             },
         ];
         let limit = Limit::FixedWindow {
@@ -464,6 +504,7 @@ mod tests {
             client: "k".into(),
             anomalous: false,
             traffic: Traffic::Exact(burst),
+            cost: None,
         }];
         let limit = Limit::TokenBucket {
             rate: 60,
@@ -478,9 +519,75 @@ mod tests {
             client: "k".into(),
             anomalous: false,
             traffic: Traffic::Minutes(vec![(Timestamp(0), 10)]),
+            cost: None,
         }];
         assert_eq!(
             backtest(&limit, &spread, Counter::PerClient).clients[0].rejected,
+            0
+        );
+    }
+
+    #[test]
+    fn cost_unit_rules_charge_each_request_its_route_weight() {
+        let per_minute = |n: u32| Traffic::Minutes(vec![(Timestamp(0), n)]);
+        let traffic = [
+            ClientTraffic {
+                client: "reads".into(),
+                anomalous: false,
+                traffic: per_minute(60),
+                cost: Some(1.0),
+            },
+            ClientTraffic {
+                client: "exports".into(),
+                anomalous: false,
+                traffic: per_minute(60),
+                cost: Some(2.5),
+            },
+        ];
+        // 100 units a minute: 60 reads cost 60; exports cost 2.5 each, 40 fit, 20 rejected.
+        let fixed = Limit::FixedWindow {
+            rate: 100,
+            window_seconds: 60,
+        };
+        let r = backtest(&fixed, &traffic, Counter::PerClient);
+        assert_eq!((r.clients[0].rejected, r.clients[1].rejected), (0, 20));
+        let log = Limit::SlidingWindowLog {
+            rate: 100,
+            window_seconds: 60,
+        };
+        let r = backtest(&log, &traffic, Counter::PerClient);
+        assert_eq!((r.clients[0].rejected, r.clients[1].rejected), (0, 20));
+        // A bucket of 5 units and three requests at once: at 2 units each the third does not
+        // fit; at 1.67 they need 5.01 units, so the third is still rejected; at 1.6 (4.8) all
+        // pass.
+        let bucket = Limit::TokenBucket {
+            rate: 10,
+            window_seconds: 60,
+            burst: 5,
+        };
+        let at_once = |cost: f64| {
+            [ClientTraffic {
+                client: "k".into(),
+                anomalous: false,
+                traffic: Traffic::Exact(vec![Timestamp(0); 3]),
+                cost: Some(cost),
+            }]
+        };
+        assert_eq!(
+            backtest(&bucket, &at_once(2.0), Counter::PerClient).clients[0].rejected,
+            1
+        );
+        assert_eq!(
+            backtest(&bucket, &at_once(1.67), Counter::PerClient).clients[0].rejected,
+            1
+        );
+        assert_eq!(
+            backtest(&bucket, &at_once(1.6), Counter::PerClient).clients[0].rejected,
+            0
+        );
+        // No cost, or a nonsensical one, counts requests.
+        assert_eq!(
+            backtest(&bucket, &at_once(f64::NAN), Counter::PerClient).clients[0].rejected,
             0
         );
     }
