@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::limit::Limit;
 use crate::time::{Timestamp, MICROS_PER_SEC};
 use crate::tuning::backtest::BacktestReport;
-use crate::tuning::{Basis, Suggestion};
+use crate::tuning::{AbuseEvidence, Basis, ClientBaseline, Suggestion, TuningInput};
 
 /// Where a suggestion is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -433,6 +433,45 @@ pub fn diff_limits(before: Option<&Limit>, after: &Limit) -> LimitDiff {
         algorithm_changed,
         burst_changed,
         summary: format!("{b} -> {after} ({})", notes.join(", ")),
+    }
+}
+
+/// What a suggestion rests on, stored with it and shown to whoever approves it: the baseline,
+/// the open anomaly, the forecast and capacity factor, the reputation, the backtest and the diff
+/// against the limit in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub baseline: Option<ClientBaseline>,
+    pub anomaly: Option<AbuseEvidence>,
+    pub reputation: f64,
+    pub capacity_factor: f64,
+    /// The route's forecast load per minute, when there is one.
+    pub forecast_per_minute: Option<f64>,
+    pub backtest: Option<BacktestReport>,
+    pub diff: LimitDiff,
+    pub confidence: f64,
+    pub reasons: Vec<String>,
+}
+
+impl Evidence {
+    /// Collect the evidence of `suggestion`, made from `input`.
+    pub fn gather(
+        input: &TuningInput<'_>,
+        suggestion: &Suggestion,
+        forecast_per_minute: Option<f64>,
+        backtest: Option<BacktestReport>,
+    ) -> Evidence {
+        Evidence {
+            baseline: input.baseline.clone(),
+            anomaly: input.abuse.clone(),
+            reputation: input.reputation,
+            capacity_factor: input.capacity_factor,
+            forecast_per_minute,
+            backtest,
+            diff: diff_limits(input.current.as_ref(), &suggestion.limit),
+            confidence: suggestion.confidence,
+            reasons: suggestion.reasons.clone(),
+        }
     }
 }
 
@@ -1034,6 +1073,39 @@ mod tests {
                 reasons: vec!["tighten rule: the client is not abusive".into()]
             }
         );
+    }
+
+    #[test]
+    fn evidence_carries_the_diff_against_the_limit_in_force() {
+        use crate::tuning::{suggest, TierLimits, TuningConfig};
+        let tier = TierLimits {
+            name: "free".into(),
+            default: tb(60),
+            floor_per_minute: 1,
+            ceiling_per_minute: 1000,
+        };
+        let input = TuningInput {
+            selector: Selector::default(),
+            tier: &tier,
+            baseline: None,
+            reputation: 0.5,
+            abuse: None,
+            capacity_factor: 1.0,
+            cost_unit: CostUnit::Requests,
+            current: Some(tb(50)),
+        };
+        let s = suggest(&input, &TuningConfig::default());
+        let e = Evidence::gather(&input, &s, Some(1200.0), Some(report(0)));
+        assert_eq!(e.diff.change, Change::Loosen);
+        assert_eq!(
+            e.diff.summary,
+            "token_bucket 50/60s burst 10 -> token_bucket 60/60s burst 10 (+20% rate)"
+        );
+        assert_eq!(e.reasons, s.reasons);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["diff"]["change"], "loosen");
+        assert_eq!(json["forecast_per_minute"], 1200.0);
+        assert_eq!(serde_json::from_value::<Evidence>(json).unwrap(), e);
     }
 
     #[test]
