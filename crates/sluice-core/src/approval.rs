@@ -211,6 +211,12 @@ impl SuggestionRecord {
         }
     }
 
+    /// Whether the record is pending past its deadline (the engine then applies
+    /// [`Action::Expire`]).
+    pub fn is_due_to_expire(&self, at: Timestamp) -> bool {
+        self.state == SuggestionState::Pending && at >= self.expires_at
+    }
+
     /// Apply `action` at log time `at`. Only a pending suggestion moves: before its deadline it
     /// can be approved, rejected (with a comment) or modified (with a comment, to a valid limit
     /// that differs from the proposal); from its deadline on it can only expire. Every other
@@ -908,6 +914,8 @@ mod tests {
     #[test]
     fn temporary_limits_revert_by_themselves() {
         let mut r = record(SuggestionState::Pending);
+        assert!(!r.is_due_to_expire(Timestamp(60 * MIN - 1)));
+        assert!(r.is_due_to_expire(Timestamp(60 * MIN)));
         let until = Timestamp(30 * MIN);
         r.apply(
             Action::Approve {
@@ -926,6 +934,8 @@ mod tests {
         assert!(temp.is_due(until));
         // Without a limit before, it reverts to none.
         assert_eq!(r.temporary(None).unwrap().effective(until), None);
+        // A decided record never expires.
+        assert!(!r.is_due_to_expire(Timestamp(61 * MIN)));
         // A permanent approval is not temporary.
         let mut p = record(SuggestionState::Pending);
         p.apply(approve(), Timestamp(MIN)).unwrap();
