@@ -83,6 +83,23 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// RFC 3339 text in JSON (`"2026-11-28T12:00:00Z"`), the same as [`fmt::Display`], so stored
+/// reasons and histories read like the rest of the API.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|dt| Timestamp::from_chrono(dt.with_timezone(&chrono::Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 time {text:?}: {e}")))
+    }
+}
+
 pub const fn is_leap(year: i32) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -120,6 +137,18 @@ mod tests {
         assert_eq!(ts.to_string(), "2000-10-10T20:55:36Z");
         assert!(Timestamp::from_civil(2023, 2, 29, 0, 0, 0, 0, 0).is_none());
         assert!(Timestamp::from_civil(2024, 2, 29, 0, 0, 0, 0, 0).is_some());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_json() {
+        let ts = Timestamp::from_civil(2026, 11, 28, 12, 0, 1, 500_000, 0).unwrap();
+        let json = serde_json::to_string(&ts).unwrap();
+        assert_eq!(json, "\"2026-11-28T12:00:01.500Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), ts);
+        let err = serde_json::from_str::<Timestamp>("\"yesterday\"").unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("invalid RFC 3339 time \"yesterday\""));
     }
 
     #[test]
