@@ -1,9 +1,11 @@
 //! Domain types and pure rules shared by every Sluice crate: the canonical access record, client
-//! identity, route normalisation and log-time arithmetic. No IO lives here.
+//! identity, route normalisation, log-time arithmetic, and the policy document gateways fetch. No IO lives here.
 
 pub mod anomaly;
 pub mod auth;
 pub mod identity;
+pub mod policy;
+mod policy_limit;
 pub mod record;
 pub mod route;
 pub mod time;
