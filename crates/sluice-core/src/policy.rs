@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::policy_limit::{
-    ratelimit_policy_header, Cidr, CostUnit, IpMatch, Limit, Match, Selector,
+pub use crate::limit::{
+    ratelimit_policy_header, Algorithm, Cidr, CostUnit, IpMatch, Limit, Match, Selector,
 };
 
 /// The only format this version of Sluice reads and writes.
@@ -480,7 +480,7 @@ mod tests {
         );
         check(
             &doc(&[rule("a", r#"{"algorithm":"fixed_window","rate":0,"window_seconds":0}"#)]),
-            Err("invalid policy (2 problems):\n  rules[0].limit.rate: must be at least 1 (to block every request use a rate of 1 over a long window)\n  rules[0].limit.window_seconds: must be at least 1"),
+            Err("invalid policy (2 problems):\n  rules[0].limit.rate: must be at least 1 (to block a client use a rate of 1 over a long window)\n  rules[0].limit.window_seconds: must be at least 1"),
         );
         check(
             &doc(&[rule("a", r#"{"algorithm":"gcra","rate":1,"window_seconds":1}"#)]),
@@ -506,7 +506,7 @@ mod tests {
             Err("invalid policy: rules[0].selector.client: unknown field `client`, expected one of `api_key`, `consumer`, `user`, `ip`, `route`, `method` at line 1 column 68"),
         );
         check(
-            &doc(&[r#"{"id":"a b","selector":{"method":"get","route":"v1"},"limit":{"algorithm":"leaky_bucket","rate":1,"window_seconds":1,"queue":0},"ratelimit_policy":"x"}"#.to_owned()]),
+            &doc(&[r#"{"id":"a b","selector":{"method":"get","route":"v1"},"limit":{"algorithm":"leaky_bucket","rate":1,"window_seconds":1,"queue":1},"ratelimit_policy":"x"}"#.to_owned()]),
             Err("invalid policy (4 problems):\n  rules[0].id: invalid rule id \"a b\": use 1 to 128 characters of A-Z a-z 0-9 . _ : -\n  rules[0].selector.method: invalid HTTP method \"get\" (expected upper case such as GET, or \"*\")\n  rules[0].selector.route: invalid route \"v1\" (expected a path starting with /, or \"*\")\n  rules[0].ratelimit_policy: \"x\" does not match the rule's limit (expected \"\\\"a b\\\";q=1;w=1\"); leave it out to have it derived"),
         );
         check(

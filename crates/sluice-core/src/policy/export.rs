@@ -86,7 +86,7 @@ fn envoy_entries(rule: &Rule) -> Vec<(&'static str, Option<String>)> {
     match &s.ip {
         Some(IpMatch::Each) => e.push(("remote_address", None)),
         Some(IpMatch::Net(c)) if c.is_host() => {
-            e.push(("remote_address", Some(c.addr.to_string())))
+            e.push(("remote_address", Some(c.addr().to_string())))
         }
         Some(IpMatch::Net(c)) => e.push(("masked_remote_address", Some(c.to_string()))),
         None => {}
