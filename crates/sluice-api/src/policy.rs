@@ -48,6 +48,9 @@ const PROMOTE: &str = "promote policy";
 const REPORT: &str = "report gateway status";
 const READ_GATEWAYS: &str = "read gateway status";
 
+/// A rendered export and the instant until which it is valid (the next expiry of a rule in it).
+type CachedExport = (Bytes, Option<DateTime<Utc>>);
+
 /// One served version, rendered once.
 #[derive(Debug)]
 pub struct Rendered {
@@ -59,7 +62,7 @@ pub struct Rendered {
     pub gzip: Bytes,
     /// Exports by format: the text and the instant until which it is valid (the next expiry of
     /// a rule it includes).
-    exports: Mutex<HashMap<&'static str, (Bytes, Option<DateTime<Utc>>)>>,
+    exports: Mutex<HashMap<&'static str, CachedExport>>,
 }
 
 impl Rendered {
