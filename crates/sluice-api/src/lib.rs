@@ -180,8 +180,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     bound(listener.local_addr()?);
+    let policy = state.policy.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Long polls answer now rather than holding the shutdown for up to a minute.
+            policy.close();
+        })
         .await
 }
 

@@ -120,9 +120,11 @@ impl Rendered {
 }
 
 /// What is being served: the rollout state and the rendered versions it names.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub loaded: bool,
+    /// The server is shutting down: long polls answer now instead of holding shutdown up.
+    pub closing: bool,
     pub state: RolloutState,
     pub versions: HashMap<i64, Arc<Rendered>>,
 }
@@ -166,6 +168,15 @@ impl PolicyCache {
         self.tx.subscribe()
     }
 
+    /// Wake every long poll to answer now (graceful shutdown).
+    pub fn close(&self) {
+        self.tx.send_modify(|snap| {
+            let mut s = Snapshot::clone(snap);
+            s.closing = true;
+            *snap = Arc::new(s);
+        });
+    }
+
     /// Re-read the rollout state; render versions that are newly served. Cheap when nothing
     /// changed (one small query).
     pub async fn refresh(&self, pool: &sqlx::PgPool) -> ApiResult<()> {
@@ -192,8 +203,10 @@ impl PolicyCache {
             versions.insert(v, Arc::new(rendered));
         }
         tracing::info!(all = ?state.all, pinned = ?state.pinned, "serving policy");
+        let closing = current.closing;
         self.tx.send_replace(Arc::new(Snapshot {
             loaded: true,
+            closing,
             state,
             versions,
         }));
@@ -416,6 +429,12 @@ pub async fn get_policy(
                             if !none_match(&headers, &r.etag) {
                                 return Ok(full(r, &headers, format, domain));
                             }
+                            if snap.closing {
+                                return Ok(not_modified(r));
+                            }
+                        }
+                        if snap.closing {
+                            return Err(nothing());
                         }
                     }
                     Ok(Err(_)) | Err(_) => {
