@@ -180,6 +180,17 @@ impl PolicyCache {
     /// Re-read the rollout state; render versions that are newly served. Cheap when nothing
     /// changed (one small query).
     pub async fn refresh(&self, pool: &sqlx::PgPool) -> ApiResult<()> {
+        self.refresh_with(pool, None).await
+    }
+
+    /// [`refresh`](Self::refresh), rendering `seed` (a version this process just published,
+    /// already validated) instead of reading it back.
+    async fn refresh_with(
+        &self,
+        pool: &sqlx::PgPool,
+        seed: Option<(i64, Policy)>,
+    ) -> ApiResult<()> {
+        let mut seed = seed;
         let _guard = self.refresh_lock.lock().await;
         let state = store::rollout(pool).await?;
         let current = self.tx.borrow().clone();
@@ -196,8 +207,11 @@ impl PolicyCache {
                 versions.insert(v, r.clone());
                 continue;
             }
-            let stored = store::get(pool, v).await?;
-            let rendered = tokio::task::spawn_blocking(move || Rendered::build(v, stored.policy))
+            let policy = match seed.take() {
+                Some((sv, p)) if sv == v => p,
+                _ => store::get(pool, v).await?.policy,
+            };
+            let rendered = tokio::task::spawn_blocking(move || Rendered::build(v, policy))
                 .await
                 .map_err(|e| ApiError::Internal(format!("rendering policy {v}: {e}")))?;
             versions.insert(v, Arc::new(rendered));
@@ -489,7 +503,10 @@ pub async fn publish(
         },
     )
     .await?;
-    state.policy.refresh(&state.pool).await?;
+    state
+        .policy
+        .refresh_with(&state.pool, Some((info.version, policy)))
+        .await?;
     created(info)
 }
 

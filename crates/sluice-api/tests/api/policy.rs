@@ -112,6 +112,14 @@ async fn etag_304_and_gzip() {
     // The body is a valid policy again, with the same hash.
     let again = Policy::parse(&res.body).unwrap();
     assert_eq!(again.content_hash(), hash);
+    // What the publishing server rendered from the upload is byte for byte what any other server
+    // renders from the stored version.
+    let fresh = sluice_api::policy::PolicyCache::default();
+    let snap = fresh.snapshot(&app.db.pool).await.unwrap();
+    assert_eq!(
+        snap.for_group("default").unwrap().json.as_ref(),
+        res.body.as_slice()
+    );
 
     let res = get_with(
         &app,
