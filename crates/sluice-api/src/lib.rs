@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod forecasts;
 pub mod logs;
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct ApiConfig {
     pub default_format: String,
     /// How long a token lookup is cached (revocation takes effect within this time).
     pub token_cache_ttl: Duration,
+    /// Largest policy document `POST /v1/policy/versions` accepts, in bytes.
+    pub max_policy_bytes: usize,
+    /// How often the served policy is checked against the database (besides `NOTIFY`).
+    pub policy_refresh: Duration,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +54,8 @@ impl Default for ApiConfig {
             writers: 2,
             default_format: "auto".into(),
             token_cache_ttl: Duration::from_secs(10),
+            max_policy_bytes: 256 << 20,
+            policy_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -61,6 +68,8 @@ pub struct AppState {
     pub enrich: Arc<Enrichment>,
     pub config: ApiConfig,
     pub tokens: auth::TokenCache,
+    /// The policy versions being served, rendered once.
+    pub policy: Arc<policy::PolicyCache>,
     pub(crate) ingest_queue: mpsc::Sender<logs::Job>,
 }
 
@@ -82,11 +91,14 @@ impl AppState {
                 }
             });
         }
+        let policy = Arc::new(policy::PolicyCache::default());
+        policy::spawn_refresher(Arc::downgrade(&policy), pool.clone(), config.policy_refresh);
         Arc::new(AppState {
             pool,
             writer,
             enrich,
             tokens: auth::TokenCache::new(config.token_cache_ttl),
+            policy,
             config,
             ingest_queue: tx,
         })
@@ -103,6 +115,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/anomalies/{id}", get(analyst::get_anomaly))
         .route("/v1/clients/{client}", get(analyst::get_client))
         .route("/v1/forecasts", get(forecasts::get_forecasts))
+        .route("/v1/policy", get(policy::get_policy))
+        .route(
+            "/v1/policy/versions",
+            get(policy::list_versions).post(policy::publish),
+        )
+        .route("/v1/policy/versions/{version}", get(policy::get_version))
+        .route("/v1/policy/diff", get(policy::diff))
+        .route("/v1/policy/rollback", post(policy::rollback))
+        .route("/v1/policy/promote", post(policy::promote))
+        .route("/v1/gateways", get(policy::list_gateways))
+        .route("/v1/gateways/{id}/status", post(policy::report_status))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -157,8 +180,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     bound(listener.local_addr()?);
+    let policy = state.policy.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Long polls answer now rather than holding the shutdown for up to a minute.
+            policy.close();
+        })
         .await
 }
 

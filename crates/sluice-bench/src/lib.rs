@@ -5,12 +5,16 @@
 //!   the real ingest pipeline, side by side with `psql \copy` of the same rows as CSV.
 //! - `sluice-bench memory`: peak RSS of the release `sluice ingest` process per input size.
 //!
+//! - `sluice-bench policy`: `GET /v1/policy` 304 polls against nginx serving the same file, 1,000
+//!   long-polling gateways receiving a publish, and a 100,000-rule policy.
+//!
 //! The parser-only benchmark is `cargo run --release -p sluice-logs --example parse_bench`.
 
 pub mod csv;
 pub mod generate;
 pub mod ingest;
 pub mod memory;
+pub mod policy;
 pub mod server;
 
 use std::path::PathBuf;
@@ -33,6 +37,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Peak RSS of the release `sluice ingest --json` binary for several input sizes.
     Memory(MemoryArgs),
+    /// Policy delivery: 304 polls against nginx (wrk), long-poll fan-out, a 100,000-rule policy.
+    Policy(policy::PolicyArgs),
 }
 
 /// Where to measure.
@@ -90,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args).await,
         Command::Memory(args) => memory::run(args).await,
+        Command::Policy(args) => policy::run(args).await,
     }
 }
 

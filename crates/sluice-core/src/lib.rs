@@ -7,6 +7,7 @@ pub mod approval;
 pub mod auth;
 pub mod identity;
 pub mod limit;
+pub mod policy;
 pub mod record;
 pub mod reputation;
 pub mod route;

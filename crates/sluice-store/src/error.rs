@@ -15,6 +15,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Stored data that fails its own checks (e.g. a policy whose hash does not match).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
     #[error("invalid database url: {0}")]
     BadUrl(String),
     #[error("database error: {0}")]

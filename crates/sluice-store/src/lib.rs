@@ -1,6 +1,6 @@
 //! Persistence for Sluice and the only crate that speaks SQL: the Postgres connection (an
 //! external server or the embedded cluster), migrations, the COPY-based ingest writer, rollups,
-//! partitions and retention, API tokens and the audit log.
+//! partitions and retention, API tokens and the audit log, policy versions and their rollout.
 
 pub mod analyst;
 pub mod db;
@@ -10,6 +10,7 @@ pub mod encode;
 pub mod error;
 pub mod forecast;
 pub mod ingest;
+pub mod policy;
 pub mod testing;
 pub mod tokens;
 

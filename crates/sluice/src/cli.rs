@@ -101,6 +101,10 @@ pub enum Command {
     /// Manage API tokens (roles: gateway, analyst, admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Rate-limit policy: check a file offline, publish it as a new version, show, list, diff,
+    /// roll back or promote versions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Score a `timestamp,value` series for anomalies (causal; the score at t uses data up to t).
     Series(SeriesArgs),
     /// Forecast series: M4-style CSVs or one `timestamp,value` series.
@@ -442,6 +446,76 @@ pub enum TokenCommand {
     },
     /// Revoke a token by name (or `#ID`).
     Revoke { name: String },
+}
+
+const POLICY_AFTER_HELP: &str = "\
+A policy is a JSON document in the format sluice.policy/v1 (docs/policy-format.md, JSON Schema in
+docs/policy.schema.json). Every published version is immutable and numbered; gateways fetch the
+version their group is served from GET /v1/policy. Every change is written to the audit log with
+the CLI user as actor (cli:$USER).
+
+Examples:
+    sluice policy check policy.json               # offline; exit 2 and every problem if invalid
+    sluice policy publish policy.json --comment \"tighten scrapers\"
+    sluice policy publish policy.json --group canary   # canary gateways first ...
+    sluice policy promote 7                       # ... then everyone
+    sluice policy show                            # what default gateways get now
+    sluice policy diff 6 7
+    sluice policy rollback 5 --comment \"7 rejected good clients\"";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = POLICY_AFTER_HELP)]
+pub enum PolicyCommand {
+    /// Validate a policy file without touching the database: prints the rule count and content
+    /// hash, or every problem with its path (`rules[2].limit.rate: ...`) and exits with status 2.
+    Check {
+        /// The policy file (`-` for stdin).
+        file: PathBuf,
+    },
+    /// Validate FILE and publish it as the next version (refused if it equals the newest one).
+    Publish {
+        /// The policy file (`-` for stdin).
+        file: PathBuf,
+        /// Why; stored with the version and in the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Serve it to this gateway group only (e.g. canary) until `sluice policy promote`.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Print a version's document (default: the one served to --group).
+    Show {
+        /// The version to print.
+        #[arg(long)]
+        version: Option<i64>,
+        /// The gateway group whose current version to print.
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// List versions, newest first, and which version each gateway group is served.
+    Versions {
+        /// At most this many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rules added, removed and changed from version FROM to version TO (JSON).
+    Diff { from: i64, to: i64 },
+    /// Restore version N: its rules are published as a new version for every gateway.
+    Rollback {
+        /// The version to restore.
+        version: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Serve version N (e.g. one published with --group canary) to every gateway.
+    Promote {
+        version: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

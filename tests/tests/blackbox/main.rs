@@ -12,6 +12,7 @@
 //! matches the source under test. `SLUICE_BIN=/path/to/sluice` skips the build.
 
 mod cli;
+mod policy;
 mod replay;
 mod serve;
 mod support;

@@ -77,6 +77,70 @@ fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::GET,
+            uri: "/v1/policy",
+            body: String::new,
+            needs: Role::Gateway, // any valid token: gateways poll it, analysts and admins read it
+            action: "",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/policy/versions",
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read policy versions",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/policy/versions/1",
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read policy versions",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/policy/diff?from=1&to=2",
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read policy versions",
+        },
+        Route {
+            method: Method::GET,
+            uri: "/v1/gateways",
+            body: String::new,
+            needs: Role::Analyst,
+            action: "read gateway status",
+        },
+        Route {
+            method: Method::POST,
+            uri: "/v1/gateways/edge-1/status",
+            body: || r#"{"applied_version": 1}"#.to_owned(),
+            needs: Role::Gateway,
+            action: "report gateway status",
+        },
+        // The matrix publishes v1 and v2 to everyone and v3 to the canary group first.
+        Route {
+            method: Method::POST,
+            uri: "/v1/policy/promote",
+            body: || r#"{"version": 3}"#.to_owned(),
+            needs: Role::Admin,
+            action: "promote policy",
+        },
+        Route {
+            method: Method::POST,
+            uri: "/v1/policy/versions?comment=matrix",
+            body: || crate::policy::doc(4242),
+            needs: Role::Admin,
+            action: "publish policy",
+        },
+        Route {
+            method: Method::POST,
+            uri: "/v1/policy/rollback",
+            body: || r#"{"to": 1}"#.to_owned(),
+            needs: Role::Admin,
+            action: "roll back policy",
+        },
+        Route {
+            method: Method::GET,
             uri: "/v1/whoami",
             body: String::new,
             needs: Role::Gateway, // any valid token; the gateway is the least privileged role
@@ -94,6 +158,9 @@ async fn role_matrix() {
         .unwrap();
     let id = Anomaly::new("api_key", "ak_matrix", 0).insert(&app).await;
     assert_eq!(id, 1);
+    crate::policy::publish_direct(&app, 1, None).await;
+    crate::policy::publish_direct(&app, 2, None).await;
+    crate::policy::publish_direct(&app, 3, Some("canary")).await;
 
     for route in routes() {
         for caller in CALLERS {
@@ -119,9 +186,8 @@ async fn role_matrix() {
                     );
                 }
                 Some(r) if route.action.is_empty() || r.allows(route.needs) => {
-                    assert_eq!(
-                        res.status,
-                        StatusCode::OK,
+                    assert!(
+                        res.status == StatusCode::OK || res.status == StatusCode::CREATED,
                         "{what}: {}",
                         String::from_utf8_lossy(&res.body)
                     );

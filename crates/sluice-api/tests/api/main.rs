@@ -9,3 +9,4 @@ mod fixtures;
 mod forecasts;
 mod helpers;
 mod logs;
+mod policy;

@@ -4,6 +4,7 @@ mod db;
 mod forecast;
 mod ingest;
 mod models;
+mod policy;
 mod rejects;
 mod replay;
 mod series;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rejects(args) => rejects::run(&cli.global, args).await,
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
         Command::Token(cmd) => token::run(&cli.global, cmd).await,
+        Command::Policy(cmd) => policy::run(&cli.global, cmd).await,
         Command::Series(args) => series::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Sim(args) => sim::run(args),

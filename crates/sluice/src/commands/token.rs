@@ -10,7 +10,7 @@ use super::open_db;
 use crate::cli::{GlobalArgs, TokenCommand};
 
 /// Actor recorded in the audit log for tokens managed from the command line.
-fn cli_actor() -> String {
+pub(crate) fn cli_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
