@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 
 use polars::prelude::*;
-use sluice_core::time::MICROS_PER_SEC;
+use sluice_core::time::{MICROS_PER_DAY, MICROS_PER_SEC};
 use sluice_core::{ClientKind, Timestamp};
 
 const MICROS_PER_HOUR: i64 = 3600 * MICROS_PER_SEC;
@@ -225,9 +225,11 @@ pub fn extract(history: &ProfileHistory, cfg: &ProfileConfig) -> PolarsResult<Ve
     let per_hour = counted
         .lazy()
         .with_column(
-            (col("minute").floor_div(lit(MICROS_PER_HOUR)) % lit(24i64))
-                .cast(DataType::UInt32)
-                .alias("hour"),
+            // Hour of the UTC day; the double modulo keeps times before 1970 in 0..24 too.
+            (((col("minute") % lit(MICROS_PER_DAY)) + lit(MICROS_PER_DAY)) % lit(MICROS_PER_DAY)
+                / lit(MICROS_PER_HOUR))
+            .cast(DataType::UInt32)
+            .alias("hour"),
         )
         .group_by([col("cid"), col("hour")])
         .agg([
