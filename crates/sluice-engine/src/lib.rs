@@ -5,4 +5,5 @@
 pub mod detection;
 pub mod forecast;
 pub mod ingest;
+#[cfg(feature = "profiles")]
 pub mod profiles;

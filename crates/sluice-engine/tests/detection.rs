@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions};
-use sluice_engine::profiles::{refresh_profiles, ProfileOptions};
 use sluice_engine::ingest::{ingest_stream, FormatChoice, InputSource, StreamConfig};
+#[cfg(feature = "profiles")]
+use sluice_engine::profiles::{refresh_profiles, ProfileOptions};
 use sluice_logs::FormatName;
 use sluice_sim::{write_logs, AttackClass, AttackSpec, SimConfig, SimFormat};
 use sluice_store::ingest::IngestWriter;
@@ -254,6 +255,7 @@ async fn an_empty_database_has_nothing_to_score() {
 /// Profiles after detection: every client with an unflagged minute gets one, its statistics
 /// agree with Postgres' own percentiles over the raw records, flagged minutes are left out, and
 /// the analyst view shows it.
+#[cfg(feature = "profiles")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_are_extracted_from_detected_history() {
     let db = TestDb::new().await;
@@ -265,10 +267,7 @@ async fn profiles_are_extracted_from_detected_history() {
         .unwrap();
     let opts = ProfileOptions::default();
     // Nothing to profile before detection stored any minute.
-    assert_eq!(
-        refresh_profiles(&db.pool, to, &opts).await.unwrap(),
-        None
-    );
+    assert_eq!(refresh_profiles(&db.pool, to, &opts).await.unwrap(), None);
     let mut dl = DetectionLoop::starting_at(options(&dir.path().join("models")), from);
     dl.run_until(&db.pool, Timestamp::from_micros(to.micros() + 1), |_| {})
         .await
@@ -287,7 +286,11 @@ async fn profiles_are_extracted_from_detected_history() {
         r.rows as i64,
         count(&db, "SELECT count(*) FROM client_minute_features").await
     );
-    assert_eq!(r.history_from, labels.start.to_string(), "bounded by the data");
+    assert_eq!(
+        r.history_from,
+        labels.start.to_string(),
+        "bounded by the data"
+    );
     assert_eq!(r.until, cursor.to_string());
     let unflagged_clients = count(
         &db,
@@ -301,7 +304,10 @@ async fn profiles_are_extracted_from_detected_history() {
         count(&db, "SELECT count(*) FROM client_profiles").await,
         unflagged_clients
     );
-    assert!(r.clients > r.profiles, "some attackers were flagged in every minute");
+    assert!(
+        r.clients > r.profiles,
+        "some attackers were flagged in every minute"
+    );
 
     // The busiest legitimate API client (never flagged): its profile matches Postgres'
     // percentiles over its per-minute request counts from the raw records.
@@ -313,18 +319,17 @@ async fn profiles_are_extracted_from_detected_history() {
         })
         .map(|i| i.value.clone())
         .collect();
-    let (client, minutes, median, p95, lo, hi): (String, i64, f64, f64, i64, i64) =
-        sqlx::query_as(
-            "SELECT client, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY n), \
+    let (client, minutes, median, p95, lo, hi): (String, i64, f64, f64, i64, i64) = sqlx::query_as(
+        "SELECT client, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY n), \
                     percentile_cont(0.95) WITHIN GROUP (ORDER BY n), min(n), max(n) \
              FROM (SELECT client, date_trunc('minute', ts) AS m, count(*) AS n FROM access_log \
                    WHERE client_kind = 'api_key' AND client = ANY($1) GROUP BY 1, 2) t \
              GROUP BY client ORDER BY sum(n) DESC, client LIMIT 1",
-        )
-        .bind(&legit)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    )
+    .bind(&legit)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     let view = sluice_store::analyst::client_view(
         &db.pool,
         &client,
@@ -334,8 +339,14 @@ async fn profiles_are_extracted_from_detected_history() {
     .unwrap();
     let p = view.profile.expect("the analyst view shows the profile");
     assert_eq!(p.active_minutes as i64, minutes);
-    assert!((f64::from(p.requests_median) - median).abs() < 1e-3, "{p:?} vs {median}");
-    assert!((f64::from(p.requests_p95) - p95).abs() < 1e-3, "{p:?} vs {p95}");
+    assert!(
+        (f64::from(p.requests_median) - median).abs() < 1e-3,
+        "{p:?} vs {median}"
+    );
+    assert!(
+        (f64::from(p.requests_p95) - p95).abs() < 1e-3,
+        "{p:?} vs {p95}"
+    );
     assert!(p.requests_median >= lo as f32 && p.requests_median <= hi as f32);
     assert!(p.requests_mad >= 0.0 && p.requests_mad <= (hi - lo) as f32);
     assert!(p.peak_10s_p95 >= 1.0 && p.peak_10s_p95 <= p.requests_p95);
@@ -344,7 +355,11 @@ async fn profiles_are_extracted_from_detected_history() {
     assert_eq!(p.history_from, labels.start.to_chrono());
     assert_eq!(p.hour_of_day.0.len(), 24);
     assert_eq!(
-        p.hour_of_day.0.iter().map(|h| i64::from(h.minutes)).sum::<i64>(),
+        p.hour_of_day
+            .0
+            .iter()
+            .map(|h| i64::from(h.minutes))
+            .sum::<i64>(),
         minutes
     );
     for h in p.hour_of_day.0.iter() {
@@ -371,7 +386,12 @@ async fn profiles_are_extracted_from_detected_history() {
             .fetch_optional(&db.pool)
             .await
             .unwrap();
-            assert_eq!(stored.map(i64::from), (clean > 0).then_some(clean), "{}", id.value);
+            assert_eq!(
+                stored.map(i64::from),
+                (clean > 0).then_some(clean),
+                "{}",
+                id.value
+            );
         }
     }
     let flagged_total = count(

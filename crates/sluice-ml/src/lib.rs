@@ -5,4 +5,5 @@
 pub mod anomaly;
 pub mod detect;
 pub mod forecast;
+#[cfg(feature = "profiles")]
 pub mod profile;

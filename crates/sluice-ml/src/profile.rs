@@ -346,8 +346,12 @@ pub fn extract_plain(history: &ProfileHistory, cfg: &ProfileConfig) -> Vec<Clien
             client_kind: *kind,
             client: client.clone(),
             active_minutes: idx.len() as u32,
-            first_seen: Timestamp::from_micros(idx.iter().map(|&i| history.minute[i]).min().unwrap_or(0)),
-            last_seen: Timestamp::from_micros(idx.iter().map(|&i| history.minute[i]).max().unwrap_or(0)),
+            first_seen: Timestamp::from_micros(
+                idx.iter().map(|&i| history.minute[i]).min().unwrap_or(0),
+            ),
+            last_seen: Timestamp::from_micros(
+                idx.iter().map(|&i| history.minute[i]).max().unwrap_or(0),
+            ),
             requests_median: quantile_sorted(&req, 0.5),
             requests_mad: mad_sorted(&req),
             requests_p95: quantile_sorted(&req, 0.95),
@@ -356,10 +360,7 @@ pub fn extract_plain(history: &ProfileHistory, cfg: &ProfileConfig) -> Vec<Clien
                 &pick(&|i| f64::from(history.distinct_routes[i])),
                 0.5,
             ),
-            error_share_median: quantile_sorted(
-                &pick(&|i| f64::from(history.error_share[i])),
-                0.5,
-            ),
+            error_share_median: quantile_sorted(&pick(&|i| f64::from(history.error_share[i])), 0.5),
             hour_of_day: hours,
         });
     }
@@ -427,19 +428,34 @@ mod tests {
         let p = extract(&h, &ProfileConfig::default()).unwrap();
         assert_eq!(p.len(), 1);
         let p = &p[0];
-        assert_eq!((p.client_kind, p.client.as_str()), (ClientKind::Ip, "10.0.0.1"));
+        assert_eq!(
+            (p.client_kind, p.client.as_str()),
+            (ClientKind::Ip, "10.0.0.1")
+        );
         assert_eq!(p.active_minutes, 1);
         assert_eq!(p.first_seen, p.last_seen);
         assert_eq!(p.first_seen.micros(), DAY + 307 * MIN);
         assert_eq!(
-            (p.requests_median, p.requests_mad, p.requests_p95, p.peak_10s_p95),
+            (
+                p.requests_median,
+                p.requests_mad,
+                p.requests_p95,
+                p.peak_10s_p95
+            ),
             (9.0, 0.0, 9.0, 3.0)
         );
         assert_eq!(p.distinct_routes_median, 2.0);
         assert!(close(p.error_share_median, 0.25));
         for (hour, s) in p.hour_of_day.iter().enumerate() {
             if hour == 5 {
-                assert_eq!(*s, HourProfile { minutes: 1, median: Some(9.0), mad: Some(0.0) });
+                assert_eq!(
+                    *s,
+                    HourProfile {
+                        minutes: 1,
+                        median: Some(9.0),
+                        mad: Some(0.0)
+                    }
+                );
             } else {
                 assert_eq!(*s, HourProfile::default(), "hour {hour}");
             }
@@ -458,14 +474,31 @@ mod tests {
         let cases = [
             // sorted 1 2 3 4 100: median 3; |x-3| = 2 1 0 1 97 → sorted 0 1 1 2 97 → 1;
             // p95: pos 0.95*4 = 3.8 → 4 + 0.8*(100-4) = 80.8
-            Case { requests: &[3, 1, 100, 2, 4], median: 3.0, mad: 1.0, p95: 80.8 },
+            Case {
+                requests: &[3, 1, 100, 2, 4],
+                median: 3.0,
+                mad: 1.0,
+                p95: 80.8,
+            },
             // sorted 10 10 20 30: median 15; |x-15| = 5 5 5 15 → 5; p95: pos 2.85 → 20+0.85*10
-            Case { requests: &[10, 30, 20, 10], median: 15.0, mad: 5.0, p95: 28.5 },
+            Case {
+                requests: &[10, 30, 20, 10],
+                median: 15.0,
+                mad: 5.0,
+                p95: 28.5,
+            },
             // constant series: no spread
-            Case { requests: &[7, 7, 7], median: 7.0, mad: 0.0, p95: 7.0 },
+            Case {
+                requests: &[7, 7, 7],
+                median: 7.0,
+                mad: 0.0,
+                p95: 7.0,
+            },
             // 1..=20: median 10.5; deviations 0.5..9.5 twice → median 5; p95: pos 18.05 → 19.05
             Case {
-                requests: &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
+                requests: &[
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                ],
                 median: 10.5,
                 mad: 5.0,
                 p95: 19.05,
@@ -474,7 +507,11 @@ mod tests {
         let mut h = ProfileHistory::default();
         for (c, case) in cases.iter().enumerate() {
             for (i, &r) in case.requests.iter().enumerate() {
-                h.push(ClientKind::ApiKey, &format!("k{c}"), row(DAY + i as i64 * MIN, r));
+                h.push(
+                    ClientKind::ApiKey,
+                    &format!("k{c}"),
+                    row(DAY + i as i64 * MIN, r),
+                );
             }
         }
         let profiles = extract(&h, &ProfileConfig::default()).unwrap();
@@ -482,11 +519,26 @@ mod tests {
         for (c, (case, p)) in cases.iter().zip(&profiles).enumerate() {
             assert_eq!(p.client, format!("k{c}"));
             assert_eq!(p.active_minutes as usize, case.requests.len());
-            assert!(close(p.requests_median, case.median), "case {c}: median {}", p.requests_median);
-            assert!(close(p.requests_mad, case.mad), "case {c}: mad {}", p.requests_mad);
-            assert!(close(p.requests_p95, case.p95), "case {c}: p95 {}", p.requests_p95);
+            assert!(
+                close(p.requests_median, case.median),
+                "case {c}: median {}",
+                p.requests_median
+            );
+            assert!(
+                close(p.requests_mad, case.mad),
+                "case {c}: mad {}",
+                p.requests_mad
+            );
+            assert!(
+                close(p.requests_p95, case.p95),
+                "case {c}: p95 {}",
+                p.requests_p95
+            );
             assert_eq!(p.first_seen.micros(), DAY);
-            assert_eq!(p.last_seen.micros(), DAY + (case.requests.len() as i64 - 1) * MIN);
+            assert_eq!(
+                p.last_seen.micros(),
+                DAY + (case.requests.len() as i64 - 1) * MIN
+            );
             // Every minute is in hour 0.
             assert_eq!(p.hour_of_day[0].minutes as usize, case.requests.len());
             assert_eq!(p.hour_of_day[0].median, Some(p.requests_median));
@@ -511,16 +563,31 @@ mod tests {
         }
         let p = &extract(&h, &ProfileConfig::default()).unwrap()[0];
         let expect = |hour: usize| match hour {
-            0 => HourProfile { minutes: 1, median: Some(50.0), mad: Some(0.0) },
-            9 => HourProfile { minutes: 3, median: Some(12.0), mad: Some(2.0) },
-            23 => HourProfile { minutes: 2, median: Some(2.0), mad: Some(1.0) },
+            0 => HourProfile {
+                minutes: 1,
+                median: Some(50.0),
+                mad: Some(0.0),
+            },
+            9 => HourProfile {
+                minutes: 3,
+                median: Some(12.0),
+                mad: Some(2.0),
+            },
+            23 => HourProfile {
+                minutes: 2,
+                median: Some(2.0),
+                mad: Some(1.0),
+            },
             _ => HourProfile::default(),
         };
         for hour in 0..24 {
             assert_eq!(p.hour_of_day[hour], expect(hour), "hour {hour}");
         }
         assert_eq!(p.active_minutes, 6);
-        assert_eq!(p.last_seen.micros(), DAY + 24 * 60 * MIN + 9 * 60 * MIN + 30 * MIN);
+        assert_eq!(
+            p.last_seen.micros(),
+            DAY + 24 * 60 * MIN + 9 * 60 * MIN + 30 * MIN
+        );
     }
 
     #[test]
@@ -534,19 +601,28 @@ mod tests {
             h.push(
                 ClientKind::ApiKey,
                 "steady",
-                MinuteRow { score: Some(0.9), ..row(DAY + i * MIN, 500) },
+                MinuteRow {
+                    score: Some(0.9),
+                    ..row(DAY + i * MIN, 500)
+                },
             );
         }
         h.push(
             ClientKind::ApiKey,
             "steady",
-            MinuteRow { score: Some(0.2), ..row(DAY + 15 * MIN, 6) },
+            MinuteRow {
+                score: Some(0.2),
+                ..row(DAY + 15 * MIN, 6)
+            },
         );
         // A client whose every minute was flagged gets no profile.
         h.push(
             ClientKind::Ip,
             "attacker",
-            MinuteRow { score: Some(0.5), ..row(DAY, 900) },
+            MinuteRow {
+                score: Some(0.5),
+                ..row(DAY, 900)
+            },
         );
         let cfg = ProfileConfig::default();
         let p = extract(&h, &cfg).unwrap();
@@ -558,7 +634,9 @@ mod tests {
         assert_eq!(p, extract_plain(&h, &cfg));
 
         // With no exclusion the burst is in.
-        let all = ProfileConfig { exclude_score: f32::INFINITY };
+        let all = ProfileConfig {
+            exclude_score: f32::INFINITY,
+        };
         let p = extract(&h, &all).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].active_minutes, 16);
@@ -574,8 +652,14 @@ mod tests {
         assert_eq!(h.clients(), 2);
         let p = extract(&h, &ProfileConfig::default()).unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].client_kind, p[0].active_minutes, p[0].requests_median), (ClientKind::ApiKey, 2, 2.0));
-        assert_eq!((p[1].client_kind, p[1].active_minutes, p[1].requests_median), (ClientKind::User, 1, 3.0));
+        assert_eq!(
+            (p[0].client_kind, p[0].active_minutes, p[0].requests_median),
+            (ClientKind::ApiKey, 2, 2.0)
+        );
+        assert_eq!(
+            (p[1].client_kind, p[1].active_minutes, p[1].requests_median),
+            (ClientKind::User, 1, 3.0)
+        );
     }
 
     #[test]
@@ -596,7 +680,11 @@ mod tests {
                     continue;
                 }
                 h.push(
-                    if c % 5 == 0 { ClientKind::Ip } else { ClientKind::ApiKey },
+                    if c % 5 == 0 {
+                        ClientKind::Ip
+                    } else {
+                        ClientKind::ApiKey
+                    },
                     &format!("c{c}"),
                     MinuteRow {
                         minute: Timestamp::from_micros(DAY + m * MIN),
@@ -614,8 +702,10 @@ mod tests {
         let b = extract_plain(&h, &cfg);
         assert_eq!(a.len(), 50);
         for (x, y) in a.iter().zip(&b) {
-            assert_eq!((&x.client, x.active_minutes, x.first_seen, x.last_seen),
-                (&y.client, y.active_minutes, y.first_seen, y.last_seen));
+            assert_eq!(
+                (&x.client, x.active_minutes, x.first_seen, x.last_seen),
+                (&y.client, y.active_minutes, y.first_seen, y.last_seen)
+            );
             for (u, v) in [
                 (x.requests_median, y.requests_median),
                 (x.requests_mad, y.requests_mad),

@@ -1,12 +1,12 @@
 //! Store tests against a real Postgres: a fresh database per test.
 
-use sluice_core::{AccessRecord, ClientId, ClientKind, Role, Timestamp};
-use sluice_store::ingest::{IngestWriter, WriteOutcome};
-use sluice_store::testing::TestDb;
 use chrono::{DateTime, Utc};
+use sluice_core::{AccessRecord, ClientId, ClientKind, Role, Timestamp};
 use sluice_store::analyst::{self, ClientViewOptions, HourStat};
 use sluice_store::detection::{self, FeatureRow};
+use sluice_store::ingest::{IngestWriter, WriteOutcome};
 use sluice_store::profiles::{self, HistoryMinute, ProfileRow};
+use sluice_store::testing::TestDb;
 use sluice_store::{tokens, BatchBuilder, IngestCounts};
 
 fn rec(day: u32, minute: u32, client: &str, path: &str, status: u16) -> AccessRecord<'static> {
@@ -272,7 +272,9 @@ const MINUTE: i64 = 60_000_000;
 #[tokio::test]
 async fn profile_history_is_read_by_range_and_profiles_upsert_forward_in_log_time() {
     let db = TestDb::new().await;
-    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0).unwrap().micros();
+    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0)
+        .unwrap()
+        .micros();
     assert_eq!(profiles::feature_bounds(&db.pool).await.unwrap(), None);
     let rows: Vec<FeatureRow> = (0..5)
         .map(|i| feature("k1", t0 + i * MINUTE, 10 + i as i32, None))
@@ -350,7 +352,10 @@ async fn profile_history_is_read_by_range_and_profiles_upsert_forward_in_log_tim
     assert_eq!(p.computed_at, computed.to_chrono());
     assert_eq!(p.history_from, from.to_chrono());
     assert_eq!(p.active_minutes, 3);
-    assert_eq!(p.first_seen, Timestamp::from_micros(t0 + 2 * MINUTE).to_chrono());
+    assert_eq!(
+        p.first_seen,
+        Timestamp::from_micros(t0 + 2 * MINUTE).to_chrono()
+    );
     assert_eq!(p.last_seen, last.to_chrono());
     assert_eq!(
         (
@@ -364,12 +369,11 @@ async fn profile_history_is_read_by_range_and_profiles_upsert_forward_in_log_tim
         (11.5, 1.5, 12.25, 4.0, 2.0, 0.125)
     );
     assert_eq!(p.hour_of_day.0, first[0].hour_of_day);
-    let stored: serde_json::Value = sqlx::query_scalar(
-        "SELECT hour_of_day -> 10 FROM client_profiles WHERE client = 'k1'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT hour_of_day -> 10 FROM client_profiles WHERE client = 'k1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(
         stored,
         serde_json::json!({"minutes": 3, "median": 11.5, "mad": 1.5}),
