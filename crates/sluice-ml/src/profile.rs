@@ -173,9 +173,10 @@ pub struct ClientProfile {
     pub hour_of_day: [HourProfile; 24],
 }
 
-/// Median absolute deviation from the median, per group.
-fn mad(name: &str) -> Expr {
-    (col(name) - col(name).median()).abs().median()
+/// Absolute deviation of requests from the median of their group (a window expression): its
+/// grouped median is the MAD.
+fn deviation(group: &[Expr]) -> PolarsResult<Expr> {
+    Ok((col("requests") - col("requests").median().over(group)?).abs())
 }
 
 fn p95(name: &str) -> Expr {
@@ -192,6 +193,9 @@ pub fn extract(history: &ProfileHistory, cfg: &ProfileConfig) -> PolarsResult<Ve
     if history.is_empty() {
         return Ok(Vec::new());
     }
+    // One pass over the rows: drop flagged minutes, add the hour of day and each row's absolute
+    // deviation from its client's median (and its client-hour's median) as window expressions,
+    // so the MADs below are plain grouped medians.
     let counted = history
         .to_frame()?
         .lazy()
@@ -200,6 +204,17 @@ pub fn extract(history: &ProfileHistory, cfg: &ProfileConfig) -> PolarsResult<Ve
                 .is_null()
                 .or(col("score").lt(lit(cfg.exclude_score))),
         )
+        .with_column(
+            // Hour of the UTC day; the double modulo keeps times before 1970 in 0..24 too.
+            (((col("minute") % lit(MICROS_PER_DAY)) + lit(MICROS_PER_DAY)) % lit(MICROS_PER_DAY)
+                / lit(MICROS_PER_HOUR))
+            .cast(DataType::UInt32)
+            .alias("hour"),
+        )
+        .with_columns([
+            deviation(&[col("cid")])?.alias("dev"),
+            deviation(&[col("cid"), col("hour")])?.alias("hour_dev"),
+        ])
         .collect()?;
 
     let per_client = counted
@@ -211,7 +226,7 @@ pub fn extract(history: &ProfileHistory, cfg: &ProfileConfig) -> PolarsResult<Ve
             col("minute").min().alias("first_seen"),
             col("minute").max().alias("last_seen"),
             col("requests").median().alias("requests_median"),
-            mad("requests").alias("requests_mad"),
+            col("dev").median().alias("requests_mad"),
             p95("requests").alias("requests_p95"),
             p95("peak_10s").alias("peak_10s_p95"),
             col("distinct_routes")
@@ -224,18 +239,11 @@ pub fn extract(history: &ProfileHistory, cfg: &ProfileConfig) -> PolarsResult<Ve
 
     let per_hour = counted
         .lazy()
-        .with_column(
-            // Hour of the UTC day; the double modulo keeps times before 1970 in 0..24 too.
-            (((col("minute") % lit(MICROS_PER_DAY)) + lit(MICROS_PER_DAY)) % lit(MICROS_PER_DAY)
-                / lit(MICROS_PER_HOUR))
-            .cast(DataType::UInt32)
-            .alias("hour"),
-        )
         .group_by([col("cid"), col("hour")])
         .agg([
             len().cast(DataType::UInt32).alias("minutes"),
             col("requests").median().alias("median"),
-            mad("requests").alias("mad"),
+            col("hour_dev").median().alias("mad"),
         ])
         .sort(["cid", "hour"], SortMultipleOptions::default())
         .collect()?;
