@@ -42,7 +42,7 @@ fn generate(clients: usize, minutes: i64) -> ProfileHistory {
         let rhythm = 1.0 + (((hour as f64) - 12.0).abs() < 6.0) as u8 as f64;
         for (c, name) in names.iter().enumerate() {
             let r = rng.next();
-            if r % 3 == 0 {
+            if r.is_multiple_of(3) {
                 continue;
             }
             let base = 1 + (c % 40) as u64;
@@ -60,7 +60,7 @@ fn generate(clients: usize, minutes: i64) -> ProfileHistory {
                     peak_10s: requests / 4 + ((r >> 30) % 3) as i32,
                     distinct_routes: 1 + ((r >> 40) % 6) as i32,
                     error_share: ((r >> 50) % 20) as f32 / 100.0,
-                    score: (r % 101 == 0).then_some(0.9),
+                    score: r.is_multiple_of(101).then_some(0.9),
                 },
             );
         }

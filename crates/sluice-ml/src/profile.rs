@@ -684,7 +684,7 @@ mod tests {
         for m in 0..3 * 24 * 60 {
             for c in 0..50 {
                 let r = next();
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     continue;
                 }
                 h.push(
@@ -700,7 +700,7 @@ mod tests {
                         peak_10s: (r >> 20) as i32 % 7,
                         distinct_routes: (r >> 30) as i32 % 5,
                         error_share: ((r >> 40) % 100) as f32 / 100.0,
-                        score: (r % 97 == 0).then_some(0.8),
+                        score: r.is_multiple_of(97).then_some(0.8),
                     },
                 );
             }
