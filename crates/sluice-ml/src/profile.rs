@@ -599,6 +599,20 @@ mod tests {
     }
 
     #[test]
+    fn hours_before_1970_are_still_hours_of_the_day() {
+        // 1969-12-31T23:10:00Z and 1969-12-31T01:00:00Z.
+        let mut h = ProfileHistory::default();
+        h.push(ClientKind::Ip, "old", row(-50 * MIN, 4));
+        h.push(ClientKind::Ip, "old", row(-23 * 60 * MIN, 6));
+        let p = &extract(&h, &ProfileConfig::default()).unwrap()[0];
+        assert_eq!(p.hour_of_day[23].minutes, 1);
+        assert_eq!(p.hour_of_day[23].median, Some(4.0));
+        assert_eq!(p.hour_of_day[1].minutes, 1);
+        assert_eq!(p.first_seen.micros(), -23 * 60 * MIN);
+        assert_eq!(*p, extract_plain(&h, &ProfileConfig::default())[0]);
+    }
+
+    #[test]
     fn flagged_minutes_do_not_teach_the_baseline() {
         let mut h = ProfileHistory::default();
         for i in 0..10 {
