@@ -1,5 +1,6 @@
 //! The detection loop end to end on a real Postgres: simulated logs with ground truth are
-//! ingested through the ingest pipeline, read back in log time, scored, and stored.
+//! ingested through the ingest pipeline, read back in log time, scored, and stored; client
+//! profiles are then extracted from the stored minutes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Duration;
 use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions};
 use sluice_engine::ingest::{ingest_stream, FormatChoice, InputSource, StreamConfig};
+#[cfg(feature = "profiles")]
+use sluice_engine::profiles::{refresh_profiles, ProfileOptions};
 use sluice_logs::FormatName;
 use sluice_sim::{write_logs, AttackClass, AttackSpec, SimConfig, SimFormat};
 use sluice_store::ingest::IngestWriter;
@@ -247,4 +250,190 @@ async fn an_empty_database_has_nothing_to_score() {
         .unwrap();
     assert_eq!(dl.stats().records, 0);
     assert!(dl.anomalies().is_empty());
+}
+
+/// Profiles after detection: every client with an unflagged minute gets one, its statistics
+/// agree with Postgres' own percentiles over the raw records, flagged minutes are left out, and
+/// the analyst view shows it.
+#[cfg(feature = "profiles")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_extracted_from_detected_history() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (labels, _) = ingest(&db, dir.path()).await;
+    let (from, to) = sluice_store::detection::batch_bounds(&db.pool, &["sim.ndjson".to_owned()])
+        .await
+        .unwrap()
+        .unwrap();
+    let opts = ProfileOptions::default();
+    // Nothing to profile before detection stored any minute.
+    assert_eq!(refresh_profiles(&db.pool, to, &opts).await.unwrap(), None);
+    let mut dl = DetectionLoop::starting_at(options(&dir.path().join("models")), from);
+    dl.run_until(&db.pool, Timestamp::from_micros(to.micros() + 1), |_| {})
+        .await
+        .unwrap();
+    dl.finish(&db.pool).await.unwrap();
+    let cursor = sluice_store::detection::cursor(&db.pool)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let r = refresh_profiles(&db.pool, cursor, &opts)
+        .await
+        .unwrap()
+        .expect("history to profile");
+    assert_eq!(
+        r.rows as i64,
+        count(&db, "SELECT count(*) FROM client_minute_features").await
+    );
+    assert_eq!(
+        r.history_from,
+        labels.start.to_string(),
+        "bounded by the data"
+    );
+    assert_eq!(r.until, cursor.to_string());
+    let unflagged_clients = count(
+        &db,
+        "SELECT count(DISTINCT (client_kind, client)) FROM client_minute_features \
+         WHERE score IS NULL OR score < 0.5",
+    )
+    .await;
+    assert!(unflagged_clients > 40);
+    assert_eq!(r.profiles as i64, unflagged_clients);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM client_profiles").await,
+        unflagged_clients
+    );
+    assert!(
+        r.clients > r.profiles,
+        "some attackers were flagged in every minute"
+    );
+
+    // The busiest legitimate API client (never flagged): its profile matches Postgres'
+    // percentiles over its per-minute request counts from the raw records.
+    let legit: Vec<String> = labels
+        .identities
+        .iter()
+        .filter(|i| {
+            i.label == sluice_sim::TrafficLabel::Legit && i.kind == sluice_core::ClientKind::ApiKey
+        })
+        .map(|i| i.value.clone())
+        .collect();
+    let (client, minutes, median, p95, lo, hi): (String, i64, f64, f64, i64, i64) = sqlx::query_as(
+        "SELECT client, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY n), \
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY n), min(n), max(n) \
+             FROM (SELECT client, date_trunc('minute', ts) AS m, count(*) AS n FROM access_log \
+                   WHERE client_kind = 'api_key' AND client = ANY($1) GROUP BY 1, 2) t \
+             GROUP BY client ORDER BY sum(n) DESC, client LIMIT 1",
+    )
+    .bind(&legit)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let view = sluice_store::analyst::client_view(
+        &db.pool,
+        &client,
+        &sluice_store::analyst::ClientViewOptions::default(),
+    )
+    .await
+    .unwrap();
+    let p = view.profile.expect("the analyst view shows the profile");
+    assert_eq!(p.active_minutes as i64, minutes);
+    assert!(
+        (f64::from(p.requests_median) - median).abs() < 1e-3,
+        "{p:?} vs {median}"
+    );
+    assert!(
+        (f64::from(p.requests_p95) - p95).abs() < 1e-3,
+        "{p:?} vs {p95}"
+    );
+    assert!(p.requests_median >= lo as f32 && p.requests_median <= hi as f32);
+    assert!(p.requests_mad >= 0.0 && p.requests_mad <= (hi - lo) as f32);
+    assert!(p.peak_10s_p95 >= 1.0 && p.peak_10s_p95 <= p.requests_p95);
+    assert!(p.distinct_routes_median >= 1.0);
+    assert_eq!(p.computed_at, cursor.to_chrono());
+    assert_eq!(p.history_from, labels.start.to_chrono());
+    assert_eq!(p.hour_of_day.0.len(), 24);
+    assert_eq!(
+        p.hour_of_day
+            .0
+            .iter()
+            .map(|h| i64::from(h.minutes))
+            .sum::<i64>(),
+        minutes
+    );
+    for h in p.hour_of_day.0.iter() {
+        assert_eq!(h.minutes == 0, h.median.is_none(), "{h:?}");
+    }
+
+    // An attacker's flagged minutes are not in its baseline.
+    for attack in &labels.attacks {
+        for id in &attack.identities {
+            let clean: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM client_minute_features \
+                 WHERE client_kind = $1 AND client = $2 AND (score IS NULL OR score < 0.5)",
+            )
+            .bind(id.kind.as_str())
+            .bind(&id.value)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            let stored: Option<i32> = sqlx::query_scalar(
+                "SELECT active_minutes FROM client_profiles WHERE client_kind = $1 AND client = $2",
+            )
+            .bind(id.kind.as_str())
+            .bind(&id.value)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                stored.map(i64::from),
+                (clean > 0).then_some(clean),
+                "{}",
+                id.value
+            );
+        }
+    }
+    let flagged_total = count(
+        &db,
+        "SELECT count(*) FROM client_minute_features WHERE score >= 0.5",
+    )
+    .await;
+    assert!(flagged_total > 0, "the detector flagged minutes");
+    assert_eq!(
+        count(&db, "SELECT sum(active_minutes)::int8 FROM client_profiles").await,
+        count(&db, "SELECT count(*) FROM client_minute_features").await - flagged_total,
+        "every unflagged minute counts once, no flagged one does"
+    );
+
+    // A shorter history window reads only the minutes inside it and replaces the profiles of
+    // the clients active in it.
+    let short = ProfileOptions {
+        history: Duration::from_secs(30 * 60),
+        ..ProfileOptions::default()
+    };
+    let r2 = refresh_profiles(&db.pool, cursor, &short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r2.rows as i64,
+        count(
+            &db,
+            "SELECT count(*) FROM client_minute_features \
+             WHERE minute >= (SELECT scored_until FROM detection_cursor) - interval '30 minutes'"
+        )
+        .await
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT max(active_minutes)::int8 FROM client_profiles \
+             WHERE history_from = computed_at - interval '30 minutes'"
+        )
+        .await,
+        30,
+        "the busiest clients are active in every minute of the window"
+    );
+    assert!(count(&db, "SELECT count(*) FROM client_profiles").await >= unflagged_clients);
 }

@@ -1,6 +1,9 @@
-//! Models over data: univariate anomaly scoring, forecasting, and (later) per-client features and
-//! baselines. Synchronous and pure: no IO, no async, callers run it on a blocking thread.
+//! Models over data: univariate anomaly scoring, forecasting, per-client features, baselines and
+//! profiles (batch extraction over history with polars). Synchronous and pure: no IO, no async,
+//! callers run it on a blocking thread.
 
 pub mod anomaly;
 pub mod detect;
 pub mod forecast;
+#[cfg(feature = "profiles")]
+pub mod profile;

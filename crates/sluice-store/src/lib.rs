@@ -1,6 +1,8 @@
 //! Persistence for Sluice and the only crate that speaks SQL: the Postgres connection (an
 //! external server or the embedded cluster), migrations, the COPY-based ingest writer, rollups,
 //! partitions and retention, API tokens and the audit log, policy versions and their rollout.
+//! partitions and retention, detection and forecast tables, client profiles, the analyst read
+//! side, API tokens and the audit log.
 
 pub mod analyst;
 pub mod db;
@@ -11,6 +13,7 @@ pub mod error;
 pub mod forecast;
 pub mod ingest;
 pub mod policy;
+pub mod profiles;
 pub mod testing;
 pub mod tokens;
 

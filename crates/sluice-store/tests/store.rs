@@ -1,7 +1,11 @@
 //! Store tests against a real Postgres: a fresh database per test.
 
+use chrono::{DateTime, Utc};
 use sluice_core::{AccessRecord, ClientId, ClientKind, Role, Timestamp};
+use sluice_store::analyst::{self, ClientViewOptions, HourStat};
+use sluice_store::detection::{self, FeatureRow};
 use sluice_store::ingest::{IngestWriter, WriteOutcome};
+use sluice_store::profiles::{self, HistoryMinute, ProfileRow};
 use sluice_store::testing::TestDb;
 use sluice_store::{tokens, BatchBuilder, IngestCounts};
 
@@ -251,4 +255,204 @@ async fn forecast_series_excludes_exactly_the_flagged_minutes() {
     // Minutes 10:03..10:09; flagged records are those of 10:05, 10:06 and 10:07.
     assert_eq!(route.excluded, vec![0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
     assert_eq!(s.routes[TOTAL].excluded, route.excluded);
+}
+
+fn feature(client: &str, minute: i64, requests: i32, score: Option<f32>) -> FeatureRow {
+    FeatureRow {
+        client_kind: ClientKind::ApiKey,
+        client: client.to_owned(),
+        minute: Timestamp::from_micros(minute),
+        requests,
+        peak_10s: requests / 3,
+        distinct_routes: 2,
+        distinct_paths: 2,
+        distinct_ips: 1,
+        distinct_uas: 1,
+        route_entropy: 1.0,
+        error_share: 0.5,
+        status_401: 0,
+        status_403: 0,
+        status_404: 0,
+        status_429: 0,
+        status_5xx: 0,
+        bytes_sent: 100,
+        latency_mean_us: None,
+        inter_arrival_cv: None,
+        expected_requests: None,
+        score,
+    }
+}
+
+fn profile(client: &str, median: f32, last_seen: Timestamp) -> ProfileRow {
+    ProfileRow {
+        client_kind: ClientKind::ApiKey,
+        client: client.to_owned(),
+        active_minutes: 3,
+        first_seen: Timestamp::from_micros(last_seen.micros() - 2 * MINUTE),
+        last_seen,
+        requests_median: median,
+        requests_mad: 1.5,
+        requests_p95: 12.25,
+        peak_10s_p95: 4.0,
+        distinct_routes_median: 2.0,
+        error_share_median: 0.125,
+        hour_of_day: (0..24)
+            .map(|h| {
+                if h == 10 {
+                    HourStat {
+                        minutes: 3,
+                        median: Some(median),
+                        mad: Some(1.5),
+                    }
+                } else {
+                    HourStat::default()
+                }
+            })
+            .collect(),
+    }
+}
+
+const MINUTE: i64 = 60_000_000;
+
+#[tokio::test]
+async fn profile_history_is_read_by_range_and_profiles_upsert_forward_in_log_time() {
+    let db = TestDb::new().await;
+    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0)
+        .unwrap()
+        .micros();
+    assert_eq!(profiles::feature_bounds(&db.pool).await.unwrap(), None);
+    let rows: Vec<FeatureRow> = (0..5)
+        .map(|i| feature("k1", t0 + i * MINUTE, 10 + i as i32, None))
+        .chain([
+            feature("k1", t0 + 5 * MINUTE, 900, Some(0.9)),
+            feature("k2", t0 + 2 * MINUTE, 7, None),
+        ])
+        .collect();
+    detection::write_features(&db.pool, &rows).await.unwrap();
+    assert_eq!(
+        profiles::feature_bounds(&db.pool).await.unwrap(),
+        Some((
+            Timestamp::from_micros(t0),
+            Timestamp::from_micros(t0 + 5 * MINUTE)
+        ))
+    );
+
+    // [t0 + 1 min, t0 + 5 min): minutes 1..=4 of k1 and k2's minute, every column intact.
+    let mut read = Vec::new();
+    let n = profiles::read_history(
+        &db.pool,
+        Timestamp::from_micros(t0 + MINUTE),
+        Timestamp::from_micros(t0 + 5 * MINUTE),
+        |k, c, m| read.push((k, c.to_owned(), m)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 5);
+    read.sort_by_key(|(_, c, m)| (c.clone(), m.minute));
+    let expect: Vec<_> = rows[1..5]
+        .iter()
+        .chain(&rows[6..])
+        .map(|r| {
+            (
+                r.client_kind,
+                r.client.clone(),
+                HistoryMinute {
+                    minute: r.minute,
+                    requests: r.requests,
+                    peak_10s: r.peak_10s,
+                    distinct_routes: r.distinct_routes,
+                    error_share: r.error_share,
+                    score: r.score,
+                },
+            )
+        })
+        .collect();
+    assert_eq!(read, expect);
+    let mut flagged = Vec::new();
+    profiles::read_history(
+        &db.pool,
+        Timestamp::from_micros(t0),
+        Timestamp::from_micros(t0 + 60 * MINUTE),
+        |_, _, m| flagged.extend(m.score),
+    )
+    .await
+    .unwrap();
+    assert_eq!(flagged, vec![0.9], "the score column comes back");
+
+    // Write two profiles; the analyst view reads them back exactly.
+    let computed = Timestamp::from_micros(t0 + 6 * MINUTE);
+    let from = Timestamp::from_micros(t0);
+    let last = Timestamp::from_micros(t0 + 4 * MINUTE);
+    let first = vec![profile("k1", 11.5, last), profile("k2", 7.0, last)];
+    assert_eq!(
+        profiles::write_profiles(&db.pool, computed, from, &first)
+            .await
+            .unwrap(),
+        2
+    );
+    let view = analyst::client_view(&db.pool, "k1", &ClientViewOptions::default())
+        .await
+        .unwrap();
+    let p = view.profile.expect("profile stored");
+    assert_eq!(p.computed_at, computed.to_chrono());
+    assert_eq!(p.history_from, from.to_chrono());
+    assert_eq!(p.active_minutes, 3);
+    assert_eq!(
+        p.first_seen,
+        Timestamp::from_micros(t0 + 2 * MINUTE).to_chrono()
+    );
+    assert_eq!(p.last_seen, last.to_chrono());
+    assert_eq!(
+        (
+            p.requests_median,
+            p.requests_mad,
+            p.requests_p95,
+            p.peak_10s_p95,
+            p.distinct_routes_median,
+            p.error_share_median
+        ),
+        (11.5, 1.5, 12.25, 4.0, 2.0, 0.125)
+    );
+    assert_eq!(p.hour_of_day.0, first[0].hour_of_day);
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT hour_of_day -> 10 FROM client_profiles WHERE client = 'k1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({"minutes": 3, "median": 11.5, "mad": 1.5}),
+        "the documented jsonb shape"
+    );
+
+    // An older computation does not replace it; a newer one does, and adds a third client.
+    let older = Timestamp::from_micros(computed.micros() - MINUTE);
+    assert_eq!(
+        profiles::write_profiles(&db.pool, older, from, &[profile("k1", 99.0, last)])
+            .await
+            .unwrap(),
+        0
+    );
+    let newer = Timestamp::from_micros(computed.micros() + MINUTE);
+    let second = vec![profile("k1", 12.0, last), profile("k3", 1.0, last)];
+    assert_eq!(
+        profiles::write_profiles(&db.pool, newer, from, &second)
+            .await
+            .unwrap(),
+        2
+    );
+    let medians: Vec<(String, f32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT client, requests_median, computed_at FROM client_profiles ORDER BY client",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        medians,
+        vec![
+            ("k1".to_owned(), 12.0, newer.to_chrono()),
+            ("k2".to_owned(), 7.0, computed.to_chrono()),
+            ("k3".to_owned(), 1.0, newer.to_chrono()),
+        ]
+    );
 }

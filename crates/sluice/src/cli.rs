@@ -219,6 +219,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub forecast: ForecastLoopArgs,
 
+    /// Seconds between client-profile refreshes (each recomputes every active client's baseline
+    /// over the history before the detection cursor, when the cursor has moved); 0 turns them off.
+    #[arg(long, env = "SLUICE_PROFILES_EVERY", default_value_t = 300)]
+    pub profiles_every: u64,
+
+    #[command(flatten)]
+    pub profiles: ProfileArgs,
+
     #[command(flatten)]
     pub enrich: EnrichArgs,
 
@@ -324,6 +332,29 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub forecast: ForecastLoopArgs,
+
+    #[command(flatten)]
+    pub profiles: ProfileArgs,
+}
+
+/// Client profiles (`GET /v1/clients/{client}` baselines): shared by `sluice serve` and
+/// `sluice replay`.
+#[derive(Debug, Args, Clone)]
+pub struct ProfileArgs {
+    /// Days of log time (before the detection cursor) a client profile is computed over; minutes
+    /// the detector flagged are left out.
+    #[arg(long, env = "SLUICE_PROFILES_HISTORY_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub profiles_history_days: u32,
+}
+
+impl ProfileArgs {
+    pub fn options(&self) -> sluice_engine::profiles::ProfileOptions {
+        sluice_engine::profiles::ProfileOptions {
+            history: std::time::Duration::from_secs(u64::from(self.profiles_history_days) * 86_400),
+            ..Default::default()
+        }
+    }
 }
 
 /// Load forecasting and capacity: shared by `sluice serve` and `sluice replay`.

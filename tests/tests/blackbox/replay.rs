@@ -92,6 +92,33 @@ async fn replay_reports_lines_and_explained_anomalies() {
         count(&db.pool, "SELECT count(*) FROM model_registry").await,
         models.len() as i64
     );
+    // Client profiles over the replayed span: the report counts what the table holds, and every
+    // legitimate API client has one.
+    assert!(err.contains(" client profiles; "), "{err}");
+    let profiles = r["profiles"]["profiles"]
+        .as_i64()
+        .expect("a profiles section");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM client_profiles").await,
+        profiles
+    );
+    let legit_keys = labels["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["label"] == "legit" && i["kind"] == "api_key")
+        .count() as i64;
+    assert!(legit_keys >= 30, "{legit_keys}");
+    assert!(profiles >= legit_keys, "{}", r["profiles"]);
+    // The history is the replayed span: from the first minute up to the detection cursor.
+    let start = chrono::DateTime::parse_from_rfc3339(labels["start"].as_str().unwrap()).unwrap();
+    let end = (start + chrono::TimeDelta::minutes(90)).to_utc();
+    assert_eq!(r["profiles"]["history_from"], labels["start"]);
+    assert_eq!(
+        r["profiles"]["until"].as_str(),
+        Some(end.format("%Y-%m-%dT%H:%M:%SZ").to_string().as_str())
+    );
+
     // `sluice models` lists the registry, newest first, each artefact on disk.
     let out = run_ok(sluice_on(&url, data.path()).args(["models", "--json"]));
     let listed: Vec<serde_json::Value> = crate::support::stdout(&out)

@@ -1,5 +1,5 @@
 //! `sluice replay`: ingest log files, run detection through them in log time (the same loop
-//! `sluice serve` runs), and write a JSON report.
+//! `sluice serve` runs), then forecasting and client profiles, and write a JSON report.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,6 +10,7 @@ use anyhow::Context;
 use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions, DetectionStats, RegisteredModel};
 use sluice_engine::forecast::{FactorRecord, ForecastLoop, ForecastStats};
+use sluice_engine::profiles::{refresh_profiles, ProfileRefresh};
 use sluice_ml::detect::{Anomaly, AnomalyState, Reason, RouteSurge};
 use sluice_store::ingest::IngestWriter;
 
@@ -67,6 +68,8 @@ struct Report<'a> {
     detection: Detection<'a>,
     models: &'a [RegisteredModel],
     forecasts: Option<Forecasts<'a>>,
+    /// Client profiles written at the end (`client_profiles`, `GET /v1/clients/{client}`).
+    profiles: Option<&'a ProfileRefresh>,
     ingest: &'a IngestReport,
     seconds: f64,
 }
@@ -237,6 +240,27 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         forecasting = Some(fl);
     }
     let forecast_seconds = forecast_started.elapsed().as_secs_f64();
+
+    // Client profiles over the replayed span (bounded by the history window), up to the cursor.
+    let mut profiles = None;
+    if detection.is_some() {
+        let cursor = match sluice_store::detection::cursor(db.pool()).await {
+            Ok(c) => c,
+            Err(e) => {
+                db.close().await;
+                return Err(anyhow::Error::new(e).context("failed to read the detection cursor"));
+            }
+        };
+        if let Some(until) = cursor {
+            match refresh_profiles(db.pool(), until, &args.profiles.options()).await {
+                Ok(r) => profiles = r,
+                Err(e) => {
+                    db.close().await;
+                    return Err(anyhow::Error::new(e).context("profile extraction failed"));
+                }
+            }
+        }
+    }
     db.close().await;
 
     let empty = DetectionStats::default();
@@ -282,6 +306,7 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             series: summarise(fl),
             capacity_factors: fl.factor_changes(),
         }),
+        profiles: profiles.as_ref(),
         ingest: &ingest,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -300,7 +325,7 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     match span {
         Some((from, to)) => eprintln!(
             "replayed {} records over {} .. {} ({} log minutes) in {:.1} s ({:.1} s detection): \
-             {} anomalies{}; {} models registered; report: {}",
+             {} anomalies{}; {} models registered; {} client profiles; report: {}",
             stats.records,
             from,
             to,
@@ -314,6 +339,7 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 format!(" ({})", kinds.join(", "))
             },
             stats.models_registered,
+            profiles.as_ref().map_or(0, |p| p.profiles),
             args.report.display()
         ),
         None => eprintln!(

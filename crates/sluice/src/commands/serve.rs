@@ -55,6 +55,15 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
     });
 
+    // Profiles are recomputed behind the detection cursor (log time).
+    let profiles = (args.detect_every > 0 && args.profiles_every > 0).then(|| {
+        sluice_engine::profiles::spawn_live(
+            db.pool().clone(),
+            args.profiles.options(),
+            Duration::from_secs(args.profiles_every),
+        )
+    });
+
     let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
         tracing::info!(%addr, "sluice is listening");
         eprintln!("sluice listening on http://{addr} (Ctrl-C stops it)");
@@ -67,6 +76,9 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(f) = forecasting {
         f.abort();
+    }
+    if let Some(p) = profiles {
+        p.abort();
     }
     db.close().await;
     res?;
