@@ -21,6 +21,8 @@ pub enum ApiError {
     },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the limit of {limit} bytes{what}")]
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::TooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedEncoding(_) => "unsupported-encoding",
@@ -78,6 +82,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Conflict(msg) => ApiError::BadRequest(msg),
+            StoreError::StateConflict(msg) => ApiError::Conflict(msg),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -13,8 +13,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} not found")]
     NotFound(String),
+    /// The input is invalid or refers to something that does not fit (HTTP 400).
     #[error("{0}")]
     Conflict(String),
+    /// The request is valid but conflicts with the current state, e.g. publishing content the
+    /// newest version already has (HTTP 409).
+    #[error("{0}")]
+    StateConflict(String),
     /// Stored data that fails its own checks (e.g. a policy whose hash does not match).
     #[error("corrupt data: {0}")]
     Corrupt(String),

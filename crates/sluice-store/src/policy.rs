@@ -131,7 +131,7 @@ async fn insert_version(
     .await?;
     if let Some((v, hash)) = &latest {
         if hash == policy.content_hash() {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::StateConflict(format!(
                 "policy unchanged: version {v} already has this content ({hash})"
             )));
         }
@@ -276,7 +276,7 @@ pub async fn promote(
     }
     if let Some(all) = before.all {
         if version <= all {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::StateConflict(format!(
                 "version {version} is not newer than version {all}, which every gateway already gets; use rollback to restore an older version"
             )));
         }

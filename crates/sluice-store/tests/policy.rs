@@ -50,6 +50,7 @@ async fn publish_numbers_versions_and_refuses_unchanged_content() {
     let err = policy::publish(&db.pool, &policy(100, ""), &admin())
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::StateConflict(_)), "{err:?}");
     assert_eq!(
         err.to_string(),
         format!(
@@ -220,6 +221,7 @@ async fn canary_group_gets_a_version_first_then_everyone_after_promotion() {
     let err = policy::promote(&db.pool, 1, "token:root", None)
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::StateConflict(_)), "{err:?}");
     assert_eq!(
         err.to_string(),
         "version 1 is not newer than version 1, which every gateway already gets; use rollback to restore an older version"

@@ -329,7 +329,15 @@ async fn publish_rejects_invalid_and_unchanged_documents() {
         StatusCode::CREATED
     );
     let res = post(&app, "/v1/policy/versions", &app.admin, doc(1)).await;
-    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.status,
+        StatusCode::CONFLICT,
+        "same content as the newest version"
+    );
+    assert_eq!(
+        res.json()["type"].as_str().unwrap().rsplit('/').next(),
+        Some("conflict")
+    );
     assert!(res.json()["detail"]
         .as_str()
         .unwrap()
