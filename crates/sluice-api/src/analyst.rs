@@ -18,6 +18,8 @@ use sluice_store::analyst::{
     MemberCursor,
 };
 
+use sluice_store::review::{self, ClientReputation};
+
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::logs::bad_query;
@@ -205,12 +207,21 @@ pub async fn get_anomaly(
     ))
 }
 
+/// `GET /v1/clients/{client}`: the store's client view plus the client's reputation (`null`
+/// before the tuning step has scored it).
+#[derive(Debug, serde::Serialize)]
+pub struct ClientAnswer {
+    #[serde(flatten)]
+    pub view: ClientView,
+    pub reputation: Option<ClientReputation>,
+}
+
 pub async fn get_client(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     client: Result<Path<String>, PathRejection>,
     q: Result<Query<ClientQuery>, QueryRejection>,
-) -> ApiResult<Json<ClientView>> {
+) -> ApiResult<Json<ClientAnswer>> {
     who.require(Role::Analyst, READ_CLIENTS)?;
     let Path(client) = client.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Query(q) = q.map_err(bad_query)?;
@@ -230,7 +241,7 @@ pub async fn get_client(
             analyst::MAX_LIMIT,
         )?,
     };
-    Ok(Json(
-        analyst::client_view(&state.pool, &client, &opts).await?,
-    ))
+    let view = analyst::client_view(&state.pool, &client, &opts).await?;
+    let reputation = review::reputation(&state.pool, &client, review::DEFAULT_EVENTS_LIMIT).await?;
+    Ok(Json(ClientAnswer { view, reputation }))
 }

@@ -2,12 +2,18 @@
 //! error kinds to HTTP statuses. Handlers read and write through `sluice-store` and
 //! `sluice-engine`; no SQL and no model code lives here.
 
+pub mod admin;
 pub mod analyst;
 pub mod auth;
 pub mod error;
 pub mod forecasts;
+pub mod limits;
 pub mod logs;
+pub mod metrics;
 pub mod policy;
+pub mod routes;
+pub mod traffic;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +49,9 @@ pub struct ApiConfig {
     pub max_policy_bytes: usize,
     /// How often the served policy is checked against the database (besides `NOTIFY`).
     pub policy_refresh: Duration,
+    /// Serve `GET /metrics` without a token (for scrapers behind a firewall). Off by default:
+    /// then it needs an analyst or admin token like the rest of the API.
+    pub metrics_public: bool,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +65,7 @@ impl Default for ApiConfig {
             token_cache_ttl: Duration::from_secs(10),
             max_policy_bytes: 256 << 20,
             policy_refresh: Duration::from_secs(1),
+            metrics_public: false,
         }
     }
 }
@@ -126,6 +136,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/policy/promote", post(policy::promote))
         .route("/v1/gateways", get(policy::list_gateways))
         .route("/v1/gateways/{id}/status", post(policy::report_status))
+        .merge(metrics_route(!state.config.metrics_public))
+        .route("/v1/traffic", get(traffic::get_traffic))
+        .route(
+            "/v1/clients/{client}/limits",
+            get(limits::get_client_limits),
+        )
+        // Review of suggested limits, auto-approval, audit log (admin.rs).
+        .route("/v1/suggestions", get(admin::list_suggestions))
+        .route("/v1/suggestions/{id}", get(admin::get_suggestion))
+        .route("/v1/suggestions/{id}/approve", post(admin::approve))
+        .route("/v1/suggestions/{id}/reject", post(admin::reject))
+        .route("/v1/suggestions/{id}/modify", post(admin::modify))
+        .route(
+            "/v1/auto-approval",
+            get(admin::get_auto_approval).put(admin::put_auto_approval),
+        )
+        .route("/v1/audit", get(admin::list_audit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -133,6 +160,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(metrics_route(state.config.metrics_public))
+        .merge(ui::routes())
+        .route("/openapi.json", get(admin::openapi))
         .merge(v1)
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("route {}", uri.path()))
@@ -147,6 +177,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /metrics` when `on` (it sits behind authentication unless `--metrics-public`).
+fn metrics_route(on: bool) -> Router<Arc<AppState>> {
+    if on {
+        Router::new().route("/metrics", get(metrics::get_metrics))
+    } else {
+        Router::new()
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -137,28 +137,40 @@ pub async fn post_logs(
     .await
     .map_err(|e| ApiError::Internal(format!("parser task failed: {e}")))??;
     let format = batch.format.clone();
+    let statuses = status_classes(&batch);
+    let source = batch.source.clone();
 
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let queued = std::time::Instant::now();
     state
         .ingest_queue
         .try_send((batch, tx))
         .map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => ApiError::QueueFull {
-                capacity: state.config.queue_capacity,
-                retry_after_s: 1,
-            },
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("sluice_ingest_batches_total", "outcome" => "queue_full")
+                    .increment(1);
+                ApiError::QueueFull {
+                    capacity: state.config.queue_capacity,
+                    retry_after_s: 1,
+                }
+            }
             tokio::sync::mpsc::error::TrySendError::Closed(_) => {
                 ApiError::Internal("ingest writers stopped".into())
             }
         })?;
     let outcome = rx
         .await
-        .map_err(|_| ApiError::Internal("ingest writer dropped the batch".into()))??;
+        .map_err(|_| ApiError::Internal("ingest writer dropped the batch".into()))?
+        .inspect_err(|_| {
+            metrics::counter!("sluice_ingest_batches_total", "outcome" => "error").increment(1);
+        })?;
+    metrics::histogram!("sluice_ingest_batch_seconds").record(queued.elapsed());
     let (batch_id, duplicate) = match outcome {
         WriteOutcome::Committed { batch_id, .. } => (batch_id, false),
         WriteOutcome::Duplicate { batch_id, .. } => (batch_id, true),
     };
     let c = outcome.counts();
+    record_batch(&format, &source, duplicate, c, &statuses);
     Ok(Json(LogsResponse {
         read: c.read,
         accepted: c.accepted,
@@ -167,6 +179,51 @@ pub async fn post_logs(
         duplicate,
         format,
     }))
+}
+
+/// Status classes of `sluice_ingested_requests_total`, in the order of the rollup counters
+/// (slots 1 to 8 of `Counters`).
+const STATUS_CLASSES: [&str; 8] = ["2xx", "3xx", "401", "403", "404", "429", "4xx", "5xx"];
+
+/// Requests per status class in a batch (from its route rollups), with "other" last.
+fn status_classes(batch: &sluice_store::EncodedBatch) -> [u64; 9] {
+    let mut out = [0u64; 9];
+    for (_, c) in &batch.routes {
+        let total = c.0[0].max(0) as u64;
+        let mut classified = 0;
+        for (i, slot) in out.iter_mut().take(8).enumerate() {
+            let n = c.0[i + 1].max(0) as u64;
+            *slot += n;
+            classified += n;
+        }
+        out[8] += total.saturating_sub(classified);
+    }
+    out
+}
+
+/// Count a committed batch's lines and requests (a duplicate stored nothing new).
+fn record_batch(
+    format: &str,
+    source: &str,
+    duplicate: bool,
+    c: sluice_store::IngestCounts,
+    statuses: &[u64; 9],
+) {
+    if duplicate {
+        metrics::counter!("sluice_ingest_batches_total", "outcome" => "duplicate").increment(1);
+        return;
+    }
+    metrics::counter!("sluice_ingest_batches_total", "outcome" => "committed").increment(1);
+    let labels = [("format", format.to_owned()), ("source", source.to_owned())];
+    metrics::counter!("sluice_ingest_lines_accepted_total", &labels).increment(c.accepted);
+    metrics::counter!("sluice_ingest_lines_rejected_total", &labels).increment(c.rejected);
+    for (class, n) in STATUS_CLASSES.iter().chain(["other"].iter()).zip(statuses) {
+        if *n > 0 || *class == "429" || *class == "2xx" {
+            metrics::counter!("sluice_ingested_requests_total",
+                "source" => source.to_owned(), "status" => *class)
+            .increment(*n);
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -344,6 +344,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 fn not_modified(r: &Rendered) -> Response {
+    metrics::counter!("sluice_policy_not_modified_total").increment(1);
     let mut res = StatusCode::NOT_MODIFIED.into_response();
     let h = res.headers_mut();
     h.insert(header::ETAG, r.etag.clone());
@@ -396,6 +397,7 @@ pub async fn get_policy(
     q: Result<Query<PolicyQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    metrics::counter!("sluice_policy_polls_total").increment(1);
     let Query(q) = q.map_err(bad_query)?;
     let format = export_format(q.format.as_deref())?;
     let wait = q.wait.as_deref().map(parse_wait).transpose()?;
@@ -434,6 +436,7 @@ pub async fn get_policy(
         (Some(r), None) => Ok(not_modified(&r)),
         (None, None) => Err(nothing()),
         (current, Some(wait)) => {
+            let _waiting = crate::metrics::WaiterGuard::enter();
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -507,6 +510,7 @@ pub async fn publish(
         .policy
         .refresh_with(&state.pool, Some((info.version, policy)))
         .await?;
+    metrics::counter!("sluice_policy_publishes_total", "action" => "publish").increment(1);
     created(info)
 }
 
@@ -529,7 +533,7 @@ pub struct RollbackBody {
 
 /// A JSON body whatever its `Content-Type` (gateways and scripts often send none); errors name
 /// the path of the bad value.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -551,6 +555,7 @@ pub async fn rollback(
     let b: RollbackBody = json_body(&body)?;
     let info = store::rollback(&state.pool, b.to, &who.actor(), b.comment.as_deref()).await?;
     state.policy.refresh(&state.pool).await?;
+    metrics::counter!("sluice_policy_publishes_total", "action" => "rollback").increment(1);
     created(info)
 }
 
@@ -572,6 +577,7 @@ pub async fn promote(
     let b: PromoteBody = json_body(&body)?;
     let after = store::promote(&state.pool, b.version, &who.actor(), b.comment.as_deref()).await?;
     state.policy.refresh(&state.pool).await?;
+    metrics::counter!("sluice_policy_publishes_total", "action" => "promote").increment(1);
     Ok(Json(after))
 }
 

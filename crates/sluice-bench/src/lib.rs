@@ -8,9 +8,13 @@
 //! - `sluice-bench policy`: `GET /v1/policy` 304 polls against nginx serving the same file, 1,000
 //!   long-polling gateways receiving a publish, and a 100,000-rule policy.
 //!
+//! - `sluice-bench enforcer`: the reference gateway with a 1,000-rule policy enforced against the
+//!   same proxy with enforcement off (throughput and p99 latency as ratios).
+//!
 //! The parser-only benchmark is `cargo run --release -p sluice-logs --example parse_bench`.
 
 pub mod csv;
+pub mod enforcer;
 pub mod generate;
 pub mod ingest;
 pub mod memory;
@@ -39,6 +43,9 @@ pub enum Command {
     Memory(MemoryArgs),
     /// Policy delivery: 304 polls against nginx (wrk), long-poll fan-out, a 100,000-rule policy.
     Policy(policy::PolicyArgs),
+    /// The reference gateway: throughput and p99 with a 1,000-rule policy enforced against the
+    /// same proxy with enforcement off.
+    Enforcer(enforcer::EnforcerArgs),
 }
 
 /// Where to measure.
@@ -97,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args).await,
         Command::Memory(args) => memory::run(args).await,
         Command::Policy(args) => policy::run(args).await,
+        Command::Enforcer(args) => enforcer::run(args).await,
     }
 }
 

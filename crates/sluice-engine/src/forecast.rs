@@ -314,6 +314,7 @@ impl ForecastLoop {
         self.stats.refits += 1;
         if let Some(fitted) = fitted {
             self.stats.fit_seconds += fitted.seconds;
+            metrics::histogram!("sluice_forecast_fit_seconds").record(fitted.seconds);
             for (row, points) in &fitted.series {
                 store::write_fit(pool, row, points).await?;
                 self.fits.push(FitRecord {

@@ -7,3 +7,4 @@ pub mod forecast;
 pub mod ingest;
 #[cfg(feature = "profiles")]
 pub mod profiles;
+pub mod tuning;

@@ -87,6 +87,33 @@ impl Database {
         })
     }
 
+    /// Like [`Database::open`], but on a database of its own: with a URL, the database `name` is
+    /// created on that server (it must not exist yet); the embedded cluster is used as is (give
+    /// it a fresh `data_dir`). The demo runs on one so it never touches existing data.
+    pub async fn open_fresh(cfg: &DatabaseConfig, name: &str) -> Result<Database> {
+        let Some(url) = &cfg.url else {
+            return Database::open(cfg).await;
+        };
+        let base =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+        let mut conn = base.clone().database("postgres").connect().await?;
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        sqlx::query(&sql).execute(&mut conn).await?;
+        conn.close().await?;
+        let connect = base.database(name);
+        let pool = pool_for(&connect, cfg).await?;
+        Ok(Database {
+            description: format!(
+                "postgres at {}:{}/{name}",
+                connect.get_host(),
+                connect.get_port()
+            ),
+            pool,
+            connect,
+            embedded: None,
+        })
+    }
+
     /// Wrap an existing pool (tests).
     pub fn from_pool(pool: PgPool, connect: PgConnectOptions) -> Database {
         Database {

@@ -4,6 +4,7 @@
 //! partitions and retention, detection and forecast tables, client profiles, the analyst read
 //! side, API tokens and the audit log.
 
+pub mod alerts;
 pub mod analyst;
 pub mod db;
 pub mod detection;
@@ -12,10 +13,15 @@ pub mod encode;
 pub mod error;
 pub mod forecast;
 pub mod ingest;
+pub mod metrics;
 pub mod policy;
 pub mod profiles;
+pub mod review;
+pub mod roles;
 pub mod testing;
 pub mod tokens;
+pub mod traffic;
+pub mod tuning;
 
 pub use db::{Database, DatabaseConfig, MigrationState};
 pub use encode::{BatchBuilder, EncodedBatch, IngestCounts, RejectedLine};

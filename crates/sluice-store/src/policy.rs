@@ -167,14 +167,49 @@ async fn serve_to_all(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, version: i
         .bind(version)
         .execute(&mut **tx)
         .await?;
+    point_group(tx, ALL_GROUPS, version).await
+}
+
+/// Point `group` (or `*`, every gateway) at `version`.
+async fn point_group(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    group: &str,
+    version: i64,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO policy_rollout (group_name, version) VALUES ($1, $2)
          ON CONFLICT (group_name) DO UPDATE SET version = EXCLUDED.version, updated_at = now()",
     )
-    .bind(ALL_GROUPS)
+    .bind(group)
     .bind(version)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// The end of every rollout change: its audit row (rollout before, `after`) and the notification
+/// of `version`, committed together with the change.
+async fn commit_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &str,
+    action: &str,
+    version: i64,
+    comment: Option<&str>,
+    before: &RolloutState,
+    after: serde_json::Value,
+) -> Result<()> {
+    audit_tx(
+        &mut tx,
+        actor,
+        action,
+        Some(&format!("policy:{version}")),
+        comment,
+        Some(serde_json::to_value(before).expect("rollout serialises")),
+        Some(after),
+    )
+    .await?;
+    notify(&mut tx, version).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -200,30 +235,79 @@ pub async fn publish(pool: &PgPool, policy: &Policy, opts: &Publish<'_>) -> Resu
     let info = insert_version(&mut tx, policy, opts.actor, opts.comment, None, opts.group).await?;
     match opts.group {
         None => serve_to_all(&mut tx, info.version).await?,
-        Some(g) => {
-            sqlx::query(
-                "INSERT INTO policy_rollout (group_name, version) VALUES ($1, $2)
-                 ON CONFLICT (group_name) DO UPDATE SET version = EXCLUDED.version, updated_at = now()",
-            )
-            .bind(g)
-            .bind(info.version)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Some(g) => point_group(&mut tx, g, info.version).await?,
     }
-    audit_tx(
-        &mut tx,
+    let after = info_json(&info);
+    commit_change(
+        tx,
         opts.actor,
         "policy.publish",
+        info.version,
+        opts.comment,
+        &before,
+        after,
+    )
+    .await?;
+    Ok(info)
+}
+
+/// A change to the rules every gateway is served, made inside the caller's transaction (so the
+/// caller's own rows, e.g. a suggestion's decision, commit together with the new version).
+#[derive(Clone, Debug)]
+pub struct Edit<'a> {
+    /// Who changes it (audit log `actor`), e.g. `admin:alice` or `sluice:auto-approval`.
+    pub actor: &'a str,
+    /// Audit log `action`, e.g. `suggestion.approve`.
+    pub action: &'a str,
+    pub comment: Option<&'a str>,
+}
+
+/// Publish an edit of the policy every gateway is served, inside `tx`: takes the publish lock,
+/// reads the version served to everyone (an empty policy before the first publish), lets `edit`
+/// change its rules, validates the result, and publishes it to every gateway with its audit row
+/// and notification. Returns `Ok(None)` and writes nothing when the rules come back unchanged.
+/// Content identical to the newest version (say, a canary) is refused as `StateConflict`, as
+/// [`publish`] refuses it. The caller commits `tx`; nothing is visible (and no `NOTIFY` is
+/// delivered) before that.
+pub async fn publish_edit_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    opts: &Edit<'_>,
+    edit: impl FnOnce(&mut Vec<policy::Rule>),
+) -> Result<Option<VersionInfo>> {
+    lock(tx).await?;
+    let before = rollout_in(tx).await?;
+    let mut rules = match before.all {
+        Some(v) => get_in(tx, v).await?.policy.rules().to_vec(),
+        None => Vec::new(),
+    };
+    // The stored rules carry their derived `RateLimit-Policy` values; drop them on both sides so
+    // an edited limit gets its value derived again instead of failing validation.
+    for r in &mut rules {
+        r.ratelimit_policy = None;
+    }
+    let old = rules.clone();
+    edit(&mut rules);
+    for r in &mut rules {
+        r.ratelimit_policy = None;
+    }
+    if rules == old {
+        return Ok(None);
+    }
+    let policy = Policy::new(rules).map_err(|e| StoreError::Conflict(e.to_string()))?;
+    let info = insert_version(tx, &policy, opts.actor, opts.comment, None, None).await?;
+    serve_to_all(tx, info.version).await?;
+    audit_tx(
+        tx,
+        opts.actor,
+        opts.action,
         Some(&format!("policy:{}", info.version)),
         opts.comment,
         Some(serde_json::to_value(&before).expect("rollout serialises")),
         Some(info_json(&info)),
     )
     .await?;
-    notify(&mut tx, info.version).await?;
-    tx.commit().await?;
-    Ok(info)
+    notify(tx, info.version).await?;
+    Ok(Some(info))
 }
 
 /// Restore version `to`: its rules are published as a new version (with `restored_from`) to every
@@ -240,18 +324,17 @@ pub async fn rollback(
     let old = get_in(&mut tx, to).await?;
     let info = insert_version(&mut tx, &old.policy, actor, comment, Some(to), None).await?;
     serve_to_all(&mut tx, info.version).await?;
-    audit_tx(
-        &mut tx,
+    let after = info_json(&info);
+    commit_change(
+        tx,
         actor,
         "policy.rollback",
-        Some(&format!("policy:{}", info.version)),
+        info.version,
         comment,
-        Some(serde_json::to_value(&before).expect("rollout serialises")),
-        Some(info_json(&info)),
+        &before,
+        after,
     )
     .await?;
-    notify(&mut tx, info.version).await?;
-    tx.commit().await?;
     Ok(info)
 }
 
@@ -283,18 +366,17 @@ pub async fn promote(
     }
     serve_to_all(&mut tx, version).await?;
     let after = rollout_in(&mut tx).await?;
-    audit_tx(
-        &mut tx,
+    let after_json = serde_json::to_value(&after).expect("rollout serialises");
+    commit_change(
+        tx,
         actor,
         "policy.promote",
-        Some(&format!("policy:{version}")),
+        version,
         comment,
-        Some(serde_json::to_value(&before).expect("rollout serialises")),
-        Some(serde_json::to_value(&after).expect("rollout serialises")),
+        &before,
+        after_json,
     )
     .await?;
-    notify(&mut tx, version).await?;
-    tx.commit().await?;
     Ok(after)
 }
 

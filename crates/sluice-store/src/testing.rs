@@ -106,6 +106,9 @@ async fn collect_garbage(conn: &mut sqlx::PgConnection) {
                 let _ = conn
                     .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
                     .await;
+                let _ = conn
+                    .execute(format!("DROP ROLE IF EXISTS \"{name}_ro\"").as_str())
+                    .await;
             }
         }
     }
@@ -151,6 +154,12 @@ impl TestDb {
             options,
             admin: server.admin.clone(),
         }
+    }
+
+    /// A role name for this test alone (`sluice db grant-readonly` tests): roles belong to the
+    /// whole cluster, so each test database has its own, dropped with the database.
+    pub fn readonly_role_name(&self) -> String {
+        format!("{}_ro", self.name)
     }
 
     /// A [`Database`] handle over this test database.
@@ -203,6 +212,10 @@ impl Drop for TestDb {
                             .execute(
                                 format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
                             )
+                            .await;
+                        // Its grants went with the database, so the role can go too.
+                        let _ = conn
+                            .execute(format!("DROP ROLE IF EXISTS \"{name}_ro\"").as_str())
                             .await;
                         let _ = conn.close().await;
                     }

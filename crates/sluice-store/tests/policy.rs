@@ -365,3 +365,63 @@ async fn gateways_report_their_applied_version_and_errors() {
         "invalid gateway id \"bad id\": use 1 to 128 characters of A-Z a-z 0-9 . _ : -"
     );
 }
+
+#[tokio::test]
+async fn an_edit_publishes_inside_the_callers_transaction() {
+    let db = TestDb::new().await;
+    let edit = policy::Edit {
+        actor: "admin:alice",
+        action: "suggestion.approve",
+        comment: Some("limit the scraper"),
+    };
+    let extra = policy(7, "").rules()[0].clone();
+
+    // Before any publish the edit starts from an empty policy; nothing is visible before commit,
+    // and a rolled-back transaction leaves no version and no audit row behind.
+    let mut tx = db.pool.begin().await.unwrap();
+    let info = policy::publish_edit_in(&mut tx, &edit, |rules| rules.push(extra.clone()))
+        .await
+        .unwrap()
+        .expect("a change publishes");
+    assert_eq!(info.version, 1);
+    assert!(policy::current(&db.pool, "default")
+        .await
+        .unwrap()
+        .is_none());
+    tx.rollback().await.unwrap();
+    assert!(policy::list(&db.pool, 10, None).await.unwrap().is_empty());
+    assert!(audit_actions(&db).await.is_empty());
+
+    let base = policy::publish(&db.pool, &policy(100, ""), &admin())
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let unchanged = policy::publish_edit_in(&mut tx, &edit, |_| {})
+        .await
+        .unwrap();
+    assert!(unchanged.is_none());
+    let info = policy::publish_edit_in(&mut tx, &edit, |rules| {
+        rules[0].limit = extra.limit;
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(info.version, base.version + 1);
+    let served = policy::current(&db.pool, "default").await.unwrap().unwrap();
+    assert_eq!(served.info.version, info.version);
+    assert_eq!(served.policy.rules()[0].limit, extra.limit);
+    let audit: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT action, actor, reason FROM audit_log WHERE target = 'policy:2'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        vec![(
+            "suggestion.approve".into(),
+            "admin:alice".into(),
+            Some("limit the scraper".into())
+        )]
+    );
+}

@@ -105,6 +105,15 @@ pub enum Command {
     /// roll back or promote versions.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Suggested limits: list and show them, approve, reject or modify them (each decision is
+    /// audited with the CLI user as actor; an approval publishes a new policy version).
+    #[command(subcommand)]
+    Suggestions(SuggestionsCommand),
+    /// The auto-approval rules: show them, or replace them from a JSON file (audited).
+    #[command(subcommand)]
+    AutoApproval(AutoApprovalCommand),
+    /// The audit log, newest first: who changed what, when and why.
+    Audit(AuditArgs),
     /// Score a `timestamp,value` series for anomalies (causal; the score at t uses data up to t).
     Series(SeriesArgs),
     /// Forecast series: M4-style CSVs or one `timestamp,value` series.
@@ -113,6 +122,14 @@ pub enum Command {
     /// batch jobs, a flash crowd, and one attack of each class, with a labels file (ground truth).
     #[command(after_help = SIM_AFTER_HELP)]
     Sim(SimArgs),
+    /// The closed loop on this machine: embedded Postgres, the control plane, a small upstream
+    /// API, the gateway in front of it, and simulated legitimate and attack traffic played
+    /// through it in real time; prints a live summary, the UI address and the final figures.
+    #[command(after_help = DEMO_AFTER_HELP)]
+    Demo(DemoArgs),
+    /// Run the reference gateway: a reverse proxy that enforces the control plane's rate-limit
+    /// policy (long-polled, kept on disk) and ships its access logs back.
+    Gateway(GatewayArgs),
 }
 
 const REPLAY_AFTER_HELP: &str = "\
@@ -227,11 +244,94 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub profiles: ProfileArgs,
 
+    /// Seconds between tuning steps (reputation, limit suggestions, expiry, reverts of temporary
+    /// limits; they follow detection in log time); 0 turns tuning off.
+    #[arg(long, env = "SLUICE_TUNE_EVERY", default_value_t = 60)]
+    pub tune_every: u64,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+
     #[command(flatten)]
     pub enrich: EnrichArgs,
 
     #[command(flatten)]
     pub retention: RetentionArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+}
+
+/// Alert webhooks of `sluice serve` (docs/alerts.md).
+#[derive(Debug, Clone, Args)]
+pub struct AlertArgs {
+    /// POST a JSON notification to this URL (repeatable; Slack-compatible `text` plus structured
+    /// fields) once per high-severity anomaly opened (score >= 0.8, as
+    /// sluice_anomalies_open_high_severity), per suggestion waiting longer than
+    /// --alert-suggestion-wait and per gateway behind its policy longer than --alert-gateway-lag.
+    /// Failed deliveries are retried with back-off (12 attempts over about an hour). No webhook:
+    /// no alerting.
+    #[arg(
+        long = "alert-webhook",
+        env = "SLUICE_ALERT_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub webhooks: Vec<String>,
+
+    /// Alert when a limit suggestion has been pending this long (wall clock since it was made:
+    /// how long nobody decided it), e.g. 90s, 30m, 1h, 1h30m.
+    #[arg(
+        long = "alert-suggestion-wait",
+        env = "SLUICE_ALERT_SUGGESTION_WAIT",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub suggestion_wait: String,
+
+    /// Alert when a gateway has applied an older version than its group is served for this long
+    /// (wall clock, from when serve first saw it behind at that version).
+    #[arg(
+        long = "alert-gateway-lag",
+        env = "SLUICE_ALERT_GATEWAY_LAG",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub gateway_lag: String,
+
+    /// Seconds between alert checks (conditions and due retries).
+    #[arg(
+        long = "alert-check-every",
+        env = "SLUICE_ALERT_CHECK_EVERY",
+        default_value_t = 15
+    )]
+    pub check_every: u64,
+}
+
+impl AlertArgs {
+    /// The alerter's configuration, or None when no webhook is configured.
+    pub fn config(&self) -> anyhow::Result<Option<sluice_alerts::AlertConfig>> {
+        let suggestion_wait = sluice_alerts::parse_duration(&self.suggestion_wait)?;
+        let gateway_lag = sluice_alerts::parse_duration(&self.gateway_lag)?;
+        let webhooks = self
+            .webhooks
+            .iter()
+            .filter(|w| !w.trim().is_empty())
+            .map(|w| sluice_alerts::Webhook::parse(w))
+            .collect::<Result<Vec<_>, _>>()?;
+        if webhooks.is_empty() {
+            return Ok(None);
+        }
+        let mut c = sluice_alerts::AlertConfig::new(webhooks);
+        c.suggestion_wait = suggestion_wait;
+        c.gateway_lag = gateway_lag;
+        c.check_every = std::time::Duration::from_secs(self.check_every.max(1));
+        Ok(Some(c))
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -335,6 +435,48 @@ pub struct ReplayArgs {
 
     #[command(flatten)]
     pub profiles: ProfileArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+
+    /// Publish the policy the report proposes (every suggestion approved) as a new version;
+    /// without it the policy is only validated and written to the report.
+    #[arg(long)]
+    pub publish: bool,
+}
+
+/// Limit tuning: shared by `sluice serve` and `sluice replay`.
+#[derive(Debug, Args, Clone)]
+pub struct TuningArgs {
+    /// Tuning settings, TOML (or JSON when the name ends in .json): `tuning`, `reputation`,
+    /// `default_tier`, `tiers`, `client_tiers`, `suggestion_ttl_hours`, `backtest_hours`,
+    /// `suggest_every_minutes`, `min_change`, `fair_share`, `client_priority`, `cost_units`
+    /// (docs/tuning.md); every field is optional.
+    #[arg(long, env = "SLUICE_TUNING_CONFIG", value_name = "FILE")]
+    pub tuning_config: Option<PathBuf>,
+}
+
+impl TuningArgs {
+    /// The settings from `--tuning-config`, or the defaults.
+    pub fn settings(&self) -> anyhow::Result<sluice_engine::tuning::TuningSettings> {
+        use anyhow::Context;
+        let Some(path) = &self.tuning_config else {
+            return Ok(Default::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read the tuning settings {}", path.display()))?;
+        let settings: sluice_engine::tuning::TuningSettings =
+            if path.extension().is_some_and(|e| e == "json") {
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
+            } else {
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            .with_context(|| format!("invalid tuning settings in {}", path.display()))?;
+        settings
+            .check()
+            .map_err(|e| anyhow::anyhow!("invalid tuning settings in {}: {e}", path.display()))?;
+        Ok(settings)
+    }
 }
 
 /// Client profiles (`GET /v1/clients/{client}` baselines): shared by `sluice serve` and
@@ -457,6 +599,26 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create (or update) a read-only login role for dashboards such as Grafana: SELECT on every
+    /// Sluice table except api_tokens (token hashes), also on tables later migrations add. Safe to
+    /// run again. Without a password a new role gets a generated one, printed once, alone on the
+    /// last line of stdout; an existing role keeps its password. Needs CREATEROLE.
+    GrantReadonly(GrantReadonlyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantReadonlyArgs {
+    /// Role name (a-z, 0-9, _).
+    #[arg(long, env = "SLUICE_READONLY_ROLE", default_value = sluice_store::roles::DEFAULT_READONLY_ROLE)]
+    pub role: String,
+
+    /// Password to set (also on an existing role). Default: generated for a new role.
+    #[arg(long, env = "SLUICE_READONLY_PASSWORD", hide_env_values = true)]
+    pub password: Option<secrecy::SecretString>,
+
+    /// Print what was granted as JSON (the generated password, if any, is still the last line).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -584,4 +746,227 @@ pub struct ForecastArgs {
     /// Output CSV; `-` for stdout.
     #[arg(long, short = 'o', default_value = "-")]
     pub output: PathBuf,
+}
+
+/// `GET /metrics` (Prometheus) of `sluice serve`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve `GET /metrics` without a token, for a Prometheus behind a firewall. Off by default:
+    /// scrapers then send an analyst token (`authorization: Bearer ...`).
+    #[arg(long, env = "SLUICE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Seconds between reads of the gauges that come from the database (open anomalies,
+    /// suggestions, rollout, gateways, forecast error).
+    #[arg(long, env = "SLUICE_METRICS_REFRESH", default_value_t = 15)]
+    pub metrics_refresh: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "SLUICE_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Upstream base URL the gateway forwards to (http://host:port).
+    #[arg(long, env = "SLUICE_GATEWAY_UPSTREAM")]
+    pub upstream: String,
+
+    /// Control plane base URL (`sluice serve`), e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "SLUICE_CONTROL_PLANE")]
+    pub control_plane: String,
+
+    /// Token with the gateway role (`sluice token create --role gateway NAME`).
+    #[arg(long, env = "SLUICE_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: SecretString,
+
+    /// This gateway's id (reported to POST /v1/gateways/{id}/status, `source` of its logs).
+    #[arg(long, env = "SLUICE_GATEWAY_ID")]
+    pub gateway_id: String,
+
+    /// Gateway group for staged rollouts (policy published with --group).
+    #[arg(long, env = "SLUICE_GATEWAY_GROUP")]
+    pub group: Option<String>,
+
+    /// Where the last good policy is kept (loaded at start, enforced while the control plane is
+    /// unreachable).
+    #[arg(long, env = "SLUICE_GATEWAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Also send X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset.
+    #[arg(long, env = "SLUICE_GATEWAY_LEGACY_HEADERS")]
+    pub legacy_headers: bool,
+
+    /// What to enforce while no policy was ever received: allow, deny (503), or a limit per
+    /// client IP such as 100/60s.
+    #[arg(long, env = "SLUICE_GATEWAY_FALLBACK", default_value = "allow")]
+    pub fallback: String,
+
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    #[arg(long, env = "SLUICE_GATEWAY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Do not ship access logs to the control plane.
+    #[arg(long, env = "SLUICE_GATEWAY_NO_LOGS")]
+    pub no_logs: bool,
+}
+
+const SUGGESTIONS_AFTER_HELP: &str = "\
+The tuning step suggests limits; an administrator decides each one. Times given to --until are
+RFC 3339 in log time (the time of the logs). Decisions are recorded with the CLI user as actor
+(cli:$USER) in the suggestion and the audit log.
+
+Examples:
+    sluice suggestions list --state pending
+    sluice suggestions show 42
+    sluice suggestions approve 42 --shadow --comment \"shadow first\"
+    sluice suggestions approve 43 --until 2026-03-02T18:00:00Z      # a temporary limit
+    sluice suggestions reject 44 --comment \"partner integration\"
+    sluice suggestions modify 45 --comment \"more headroom\" \\
+        --limit '{\"algorithm\":\"token_bucket\",\"rate\":120,\"window_seconds\":60,\"burst\":20}'";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = SUGGESTIONS_AFTER_HELP)]
+pub enum SuggestionsCommand {
+    /// List suggestions, newest first.
+    List {
+        /// pending, approved, rejected, modified_approved or expired.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this client's suggestions.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only suggestions for abusive clients.
+        #[arg(long)]
+        abusive: bool,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON (one page: items and next_before_id) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one suggestion with its evidence and decision (JSON).
+    Show { id: i64 },
+    /// Approve: publish the suggested rule as a new policy version.
+    Approve {
+        id: i64,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        how: DecisionArgs,
+    },
+    /// Reject; publishes nothing.
+    Reject {
+        id: i64,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+    },
+    /// Approve a different limit (--limit JSON) or a whole rule (--rule FILE, same rule id).
+    Modify {
+        id: i64,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        /// A limit as JSON that replaces the suggested rule's limit.
+        #[arg(long, conflicts_with = "rule", required_unless_present = "rule")]
+        limit: Option<String>,
+        /// A file with a whole rule as JSON (`-` for stdin).
+        #[arg(long)]
+        rule: Option<PathBuf>,
+        #[command(flatten)]
+        how: DecisionArgs,
+    },
+}
+
+/// How an approved limit goes into force.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Publish in shadow mode (evaluated and reported, never rejecting).
+    #[arg(long, conflicts_with = "enforce")]
+    pub shadow: bool,
+    /// Publish enforcing, even if the suggestion was in shadow mode.
+    #[arg(long)]
+    pub enforce: bool,
+    /// Make the limit temporary: it reverts at this RFC 3339 instant (log time).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutoApprovalCommand {
+    /// Print the rules in force (JSON; the defaults, everything off, until set).
+    Show,
+    /// Replace the rules with FILE (JSON `{loosen, tighten_abusive, enforce}`; fields left out
+    /// take their defaults, see docs/tuning.md).
+    Set {
+        /// The configuration file (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries by this actor (e.g. `token:alice`, `cli:root`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (`suggestion.approve`) or prefix (`suggestion.*`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries at or after this RFC 3339 instant.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (1 to 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const DEMO_AFTER_HELP: &str = "\
+The demo ingests a few hours of simulated history (so baselines exist), then plays the live part at
+--time-scale (30: one log minute every 2 s) through the gateway: API clients, browsers, batch jobs, a
+flash crowd, and one attack of each class. Detection, tuning and auto-approval (shadow first, then
+enforce) run on log time; the gateway enforces what the control plane publishes. The data lives in
+a fresh embedded cluster under DATA_DIR/demo-<time> (deleted at the end unless --keep-data), or in
+a fresh database on DATABASE_URL's server.
+
+With --json the last line of stdout is one JSON object: attack_time_to_enforce_s (median over
+attacks), attack_admitted_after_enforce_ratio, legit_rejected_ratio, legit_requests,
+attack_requests, the per-attack table and the targets.";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Wall seconds of traffic.
+    #[arg(long, default_value_t = 180)]
+    pub duration: u64,
+    /// Log seconds per wall second.
+    #[arg(long, default_value_t = 30.0)]
+    pub time_scale: f64,
+    /// Print the live summary on stderr and one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No auto-approval: suggestions wait for an administrator in the UI.
+    #[arg(long)]
+    pub manual: bool,
+    /// Address of the control plane (API and UI); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Simulated API clients (browsers are as many).
+    #[arg(long, default_value_t = 30)]
+    pub clients: usize,
+    /// Hours of simulated history ingested before the live part.
+    #[arg(long, default_value_t = 3.0)]
+    pub history_hours: f64,
+    /// Log minutes an auto-approved tightening stays in shadow mode before it is enforced.
+    #[arg(long, default_value_t = 5.0)]
+    pub shadow_minutes: f64,
+    /// Keep the demo's data directory (or database) afterwards.
+    #[arg(long)]
+    pub keep_data: bool,
 }

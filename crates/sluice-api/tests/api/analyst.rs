@@ -431,6 +431,7 @@ async fn client_view_compares_recent_minutes_with_the_profile() {
             "anomalies": [campaign_json, direct_json],
             "anomalies_total": 2,
             "anomalies_next_cursor": null,
+            "reputation": null,
         })
     );
     // Without ?kind the first kind in api_key, consumer, user, ip order is picked.
@@ -482,6 +483,7 @@ async fn client_view_without_a_profile() {
             "anomalies": [],
             "anomalies_total": 0,
             "anomalies_next_cursor": null,
+            "reputation": null,
         })
     );
 

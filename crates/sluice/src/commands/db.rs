@@ -1,12 +1,13 @@
-//! `sluice db migrate|status`.
+//! `sluice db migrate|status|grant-readonly`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sluice_store::Database;
+use secrecy::ExposeSecret;
+use sluice_store::{roles, Database};
 
 use super::database_config;
-use crate::cli::{DbCommand, GlobalArgs};
+use crate::cli::{DbCommand, GlobalArgs, GrantReadonlyArgs};
 
 pub async fn run(g: &GlobalArgs, cmd: DbCommand) -> anyhow::Result<ExitCode> {
     let db = Database::open(&database_config(g))
@@ -53,7 +54,45 @@ pub async fn run(g: &GlobalArgs, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        DbCommand::GrantReadonly(args) => {
+            // Migrate first, so the grants cover every table this version of Sluice has.
+            db.migrate()
+                .await
+                .context("failed to migrate the database")?;
+            grant_readonly(&db, args).await
+        }
     };
     db.close().await;
     res
+}
+
+async fn grant_readonly(db: &Database, args: GrantReadonlyArgs) -> anyhow::Result<ExitCode> {
+    roles::check_role_name(&args.role)?;
+    let exists = roles::role_exists(db.pool(), &args.role).await?;
+    let generated = (!exists && args.password.is_none()).then(roles::generate_password);
+    let password = args
+        .password
+        .as_ref()
+        .map(|p| p.expose_secret().to_owned())
+        .or_else(|| generated.clone());
+    let grant = roles::grant_readonly(db.pool(), &args.role, password.as_deref())
+        .await
+        .with_context(|| format!("failed to grant read-only access to {}", args.role))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&grant)?);
+    } else {
+        println!(
+            "{} role {} may now read {} tables of {} (schema {}); api_tokens stays hidden",
+            if grant.created { "created" } else { "updated" },
+            grant.role,
+            grant.tables.len(),
+            grant.database,
+            grant.schema
+        );
+    }
+    if let Some(pw) = generated {
+        eprintln!("password for {} (shown once):", grant.role);
+        println!("{pw}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,10 @@
 //! Subcommands. Each opens what it needs and returns the process exit code.
 
+mod audit;
 mod db;
+mod demo;
 mod forecast;
+mod gateway;
 mod ingest;
 mod models;
 mod policy;
@@ -10,6 +13,7 @@ mod replay;
 mod series;
 mod serve;
 mod sim;
+mod suggestions;
 mod token;
 
 use std::process::ExitCode;
@@ -32,9 +36,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) => db::run(&cli.global, cmd).await,
         Command::Token(cmd) => token::run(&cli.global, cmd).await,
         Command::Policy(cmd) => policy::run(&cli.global, cmd).await,
+        Command::Suggestions(cmd) => suggestions::run(&cli.global, cmd).await,
+        Command::AutoApproval(cmd) => suggestions::auto_approval(&cli.global, cmd).await,
+        Command::Audit(args) => audit::run(&cli.global, args).await,
         Command::Series(args) => series::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Demo(args) => demo::run(&cli.global, args).await,
+        Command::Gateway(args) => gateway::run(args).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sluice replay`: ingest log files, run detection through them in log time (the same loop
-//! `sluice serve` runs), then forecasting and client profiles, and write a JSON report.
+//! `sluice serve` runs), then forecasting, client profiles and the tuning step (reputation and
+//! limit suggestions), and write a JSON report with the policy every suggestion would give.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -11,6 +12,7 @@ use sluice_core::Timestamp;
 use sluice_engine::detection::{DetectionLoop, DetectionOptions, DetectionStats, RegisteredModel};
 use sluice_engine::forecast::{FactorRecord, ForecastLoop, ForecastStats};
 use sluice_engine::profiles::{refresh_profiles, ProfileRefresh};
+use sluice_engine::tuning::{policy_with_pending, tune_step, SuggestionSummary, TuneReport};
 use sluice_ml::detect::{Anomaly, AnomalyState, Reason, RouteSurge};
 use sluice_store::ingest::IngestWriter;
 
@@ -70,8 +72,33 @@ struct Report<'a> {
     forecasts: Option<Forecasts<'a>>,
     /// Client profiles written at the end (`client_profiles`, `GET /v1/clients/{client}`).
     profiles: Option<&'a ProfileRefresh>,
+    /// Limits suggested by the tuning step through the end of the logs (stored as pending
+    /// suggestions), each with its reason, confidence and backtest.
+    suggestions: &'a [SuggestionSummary],
+    /// The tuning step in short (reputation fold, what was not suggested and why).
+    tuning: Option<TuningSummary<'a>>,
+    /// The policy (`sluice.policy/v1`) that would be served if every pending suggestion were
+    /// approved; validated, published only with `--publish`.
+    policy: Option<serde_json::Value>,
     ingest: &'a IngestReport,
     seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct TuningSummary<'a> {
+    seconds: f64,
+    through: &'a str,
+    clients_folded: usize,
+    reputation_events: usize,
+    clients_considered: usize,
+    /// Suggestions not stored: no material change from the rule in force or the pending one.
+    unchanged: usize,
+    /// Clients left to their tier's default limit (too little history, not abusive).
+    tier_default: usize,
+    fair_share: &'a Option<sluice_engine::tuning::FairShareSummary>,
+    cost_weights: &'a [sluice_core::tuning::RouteCost],
+    /// The version `--publish` created.
+    published_version: Option<i64>,
 }
 
 /// Backtest error of one series: the mean over its refits of the chosen model's MASE and of
@@ -144,6 +171,7 @@ fn round3(v: f64) -> f64 {
 pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let format = format_choice(&args.input)?;
     enrichment(&args.input.enrich)?;
+    let settings = args.tuning.settings()?;
     if let Some(dir) = args.report.parent().filter(|d| !d.as_os_str().is_empty()) {
         anyhow::ensure!(
             dir.is_dir(),
@@ -261,6 +289,51 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+
+    // Tuning through the end of the logs (the detection cursor), then the policy it proposes.
+    let tune_started = std::time::Instant::now();
+    let mut tuned: Option<(TuneReport, sluice_core::policy::Policy, Option<i64>)> = None;
+    if detection.is_some() {
+        let res = async {
+            let Some(until) = sluice_store::detection::cursor(db.pool())
+                .await
+                .context("failed to read the detection cursor")?
+            else {
+                return Ok(None);
+            };
+            let r = tune_step(db.pool(), &settings, until)
+                .await
+                .context("tuning failed")?;
+            let policy = policy_with_pending(db.pool())
+                .await
+                .context("the proposed policy is invalid")?;
+            let mut published = None;
+            if args.publish {
+                let info = sluice_store::policy::publish(
+                    db.pool(),
+                    &policy,
+                    &sluice_store::policy::Publish {
+                        actor: "sluice:replay",
+                        comment: Some("every suggestion of the replay approved (--publish)"),
+                        group: None,
+                    },
+                )
+                .await
+                .context("failed to publish the proposed policy")?;
+                published = Some(info.version);
+            }
+            Ok::<_, anyhow::Error>(Some((r, policy, published)))
+        }
+        .await;
+        match res {
+            Ok(t) => tuned = t,
+            Err(e) => {
+                db.close().await;
+                return Err(e);
+            }
+        }
+    }
+    let tune_seconds = tune_started.elapsed().as_secs_f64();
     db.close().await;
 
     let empty = DetectionStats::default();
@@ -307,6 +380,23 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             capacity_factors: fl.factor_changes(),
         }),
         profiles: profiles.as_ref(),
+        suggestions: tuned.as_ref().map_or(&[][..], |(r, _, _)| &r.suggestions),
+        tuning: tuned.as_ref().map(|(r, _, published)| TuningSummary {
+            seconds: tune_seconds,
+            through: &r.through,
+            clients_folded: r.clients_folded,
+            reputation_events: r.reputation_events,
+            clients_considered: r.clients_considered,
+            unchanged: r.unchanged,
+            tier_default: r.tier_default,
+            fair_share: &r.fair_share,
+            cost_weights: &r.cost_weights,
+            published_version: *published,
+        }),
+        policy: match &tuned {
+            Some((_, p, _)) => Some(serde_json::from_slice(&p.to_json(None))?),
+            None => None,
+        },
         ingest: &ingest,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -325,7 +415,7 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     match span {
         Some((from, to)) => eprintln!(
             "replayed {} records over {} .. {} ({} log minutes) in {:.1} s ({:.1} s detection): \
-             {} anomalies{}; {} models registered; {} client profiles; report: {}",
+             {} anomalies{}; {} models registered; {} client profiles; {} limit suggestions{}; report: {}",
             stats.records,
             from,
             to,
@@ -340,6 +430,11 @@ pub async fn run(g: &GlobalArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             },
             stats.models_registered,
             profiles.as_ref().map_or(0, |p| p.profiles),
+            report.suggestions.len(),
+            match tuned.as_ref().and_then(|t| t.2) {
+                Some(v) => format!(" (published as policy version {v})"),
+                None => String::new(),
+            },
             args.report.display()
         ),
         None => eprintln!(

@@ -13,6 +13,11 @@ use crate::cli::{GlobalArgs, ServeArgs};
 
 pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let enrich = enrichment(&args.enrich)?;
+    let tuning_settings = args.tuning.settings()?;
+    let alert_config = args
+        .alerts
+        .config()
+        .context("invalid alert configuration")?;
     let db = open_db(g).await?;
     bootstrap_admin_token(g, db.pool()).await?;
 
@@ -20,6 +25,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         queue_capacity: args.ingest_queue,
         writers: args.ingest_writers,
+        metrics_public: args.metrics.metrics_public,
         ..ApiConfig::default()
     };
     let state = AppState::new(db.pool().clone(), enrich, config);
@@ -64,6 +70,33 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
     });
 
+    // Tuning (reputation, suggestions, expiry, reverts) follows the detection cursor (log time).
+    let tuning = (args.detect_every > 0 && args.tune_every > 0).then(|| {
+        sluice_engine::tuning::spawn_live(
+            db.pool().clone(),
+            tuning_settings,
+            Duration::from_secs(args.tune_every),
+        )
+    });
+    let metrics_collector = sluice_api::metrics::spawn_collector(
+        db.pool().clone(),
+        Duration::from_secs(args.metrics.metrics_refresh),
+    );
+
+    let alerting = match alert_config {
+        Some(c) => {
+            tracing::info!(
+                webhooks = ?c.webhooks.iter().map(|w| w.id()).collect::<Vec<_>>(),
+                suggestion_wait_seconds = c.suggestion_wait.as_secs(),
+                gateway_lag_seconds = c.gateway_lag.as_secs(),
+                "alert webhooks on"
+            );
+            let alerter = sluice_alerts::Alerter::new(db.pool().clone(), c)?;
+            Some(sluice_alerts::spawn(alerter))
+        }
+        None => None,
+    };
+
     let res = sluice_api::serve(args.listen, state, shutdown_signal(), |addr| {
         tracing::info!(%addr, "sluice is listening");
         eprintln!("sluice listening on http://{addr} (Ctrl-C stops it)");
@@ -71,6 +104,7 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("failed to serve on {}", args.listen));
     retention.abort();
+    metrics_collector.abort();
     if let Some(d) = detection {
         d.abort();
     }
@@ -79,6 +113,12 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = profiles {
         p.abort();
+    }
+    if let Some(t) = tuning {
+        t.abort();
+    }
+    if let Some(a) = alerting {
+        a.abort();
     }
     db.close().await;
     res?;

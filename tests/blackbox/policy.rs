@@ -8,7 +8,7 @@ use sluice_store::testing::TestDb;
 use crate::support::{count, db_url, run_ok, sluice, sluice_on, stderr, stdout};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/sluice-core/tests/fixtures/policy")
+    crate::support::repo_root().join("crates/sluice-core/tests/fixtures/policy")
 }
 
 #[test]

@@ -131,6 +131,76 @@ async fn replay_reports_lines_and_explained_anomalies() {
         let path = m["artefact"].as_str().unwrap();
         assert!(std::path::Path::new(path).is_file(), "artefact {path}");
     }
+
+    // Tuning ran through the end of the logs: every suggestion is reported with its rule id,
+    // limit, reason, confidence and backtest, and stored as pending.
+    assert!(err.contains(" limit suggestions; "), "{err}");
+    assert_eq!(r["tuning"]["through"], r["profiles"]["until"]);
+    let suggestions = r["suggestions"].as_array().expect("a suggestions array");
+    assert!(!suggestions.is_empty(), "{}", r["tuning"]);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM limit_suggestions WHERE state = 'pending'"
+        )
+        .await,
+        suggestions.len() as i64
+    );
+    for s in suggestions {
+        let client = s["client"].as_str().unwrap();
+        assert!(s["rule_id"].as_str().unwrap().starts_with("client:"), "{s}");
+        assert!(s["limit"]["rate"].as_u64().unwrap() >= 1, "{s}");
+        assert!(!s["reason"].as_str().unwrap().is_empty(), "{s}");
+        let c = s["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{s}");
+        let b = &s["backtest"];
+        assert!(
+            b["rejected"].as_u64().unwrap() <= b["requests"].as_u64().unwrap(),
+            "{s}"
+        );
+        assert_eq!(
+            b["rejected"].as_u64().unwrap(),
+            b["normal_rejected"].as_u64().unwrap() + b["anomalous_rejected"].as_u64().unwrap()
+        );
+        assert!(!client.is_empty());
+    }
+    // The proposed policy: every suggestion's rule, valid, not published without --publish.
+    let policy = &r["policy"];
+    assert_eq!(policy["format"], "sluice.policy/v1");
+    let rules = policy["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), suggestions.len());
+    let parsed =
+        sluice_core::policy::Policy::parse(serde_json::to_string(policy).unwrap().as_bytes())
+            .expect("the proposed policy validates");
+    assert_eq!(policy["content_hash"], parsed.content_hash());
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM policy_versions").await,
+        0
+    );
+
+    // With --publish the same policy becomes version 1 (the files were ingested already, so
+    // nothing new is suggested).
+    let out = run_ok(
+        sluice_on(&url, data.path())
+            .args(["replay", "--publish", "--report"])
+            .arg(&report_path)
+            .arg(&log),
+    );
+    assert!(
+        stderr(&out).contains("(published as policy version 1)"),
+        "{}",
+        stderr(&out)
+    );
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(again["tuning"]["published_version"], 1);
+    assert_eq!(again["policy"]["content_hash"], policy["content_hash"]);
+    let served: String =
+        sqlx::query_scalar("SELECT content_hash FROM policy_versions WHERE version = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(Some(served.as_str()), policy["content_hash"].as_str());
 }
 
 #[test]

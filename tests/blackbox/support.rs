@@ -2,65 +2,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// The `sluice` binary of this workspace, built by `cargo build -p sluice` on first use (with the
-/// same cargo, profile and target directory as this test), so it is never stale. `SLUICE_BIN`
-/// names a prebuilt binary instead (e.g. when cross-compiling, where the layout differs).
-pub fn sluice_bin() -> &'static Path {
-    // The outcome, failure included, is kept: one failed build fails every test without
-    // building again.
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(build_sluice) {
-        Ok(bin) => bin,
-        Err(e) => panic!("{e}"),
-    }
+/// The `sluice` binary of this workspace, built by cargo for this test target (it belongs to the
+/// `sluice` package), so it is never stale. `SLUICE_BIN` names another binary instead.
+pub fn sluice_bin() -> PathBuf {
+    std::env::var_os("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
 }
 
-fn build_sluice() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    // This test runs as TARGET_DIR/PROFILE_DIR/deps/blackbox-HASH.
-    let exe = std::env::current_exe().map_err(|e| format!("path of the test executable: {e}"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test location {}", exe.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| format!("unexpected test location {}", exe.display()))?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => return Err(format!("unexpected test location {}", exe.display())),
-    };
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "sluice",
-            "--bin",
-            "sluice",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run cargo build -p sluice: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "cargo build -p sluice failed ({status}); see its output above"
-        ));
-    }
-    let bin = profile_dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!("{} was not built", bin.display()));
-    }
-    Ok(bin)
+/// The repository's root (this test belongs to crates/sluice).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A `sluice` command with none of the caller's `SLUICE_*` or `DATABASE_URL` settings, so
@@ -118,8 +71,8 @@ pub fn elastic_sample() -> PathBuf {
     SAMPLE
         .get_or_init(|| {
             use std::io::Read;
-            let gz = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../crates/sluice-logs/tests/data/elastic-apache-combined.log.gz");
+            let gz =
+                repo_root().join("crates/sluice-logs/tests/data/elastic-apache-combined.log.gz");
             let file = std::fs::File::open(&gz)
                 .unwrap_or_else(|e| panic!("sample log missing: {}: {e}", gz.display()));
             let mut data = Vec::new();

@@ -1,4 +1,4 @@
-//! One-shot commands: `ingest`, `rejects`, `token create` and `db status`.
+//! One-shot commands: `ingest`, `rejects`, `token create`, `db status` and `db grant-readonly`.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -300,4 +300,68 @@ async fn db_status_runs_the_embedded_cluster() {
         !pgdata.join("postmaster.pid").exists(),
         "the embedded server is still running"
     );
+}
+
+/// `sluice db grant-readonly` creates the role once, prints a generated password alone on the
+/// last line, and a second run keeps the role and prints no password.
+#[tokio::test]
+async fn db_grant_readonly_creates_a_role_once_and_prints_its_password() {
+    use sqlx::{ConnectOptions, Connection};
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let data = tempfile::tempdir().unwrap();
+    let role = db.readonly_role_name();
+    let out = run_ok(sluice_on(&url, data.path()).args(["db", "grant-readonly", "--role", &role]));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let summary = lines.next().unwrap();
+    assert!(
+        summary.starts_with(&format!("created role {role} may now read "))
+            && summary.ends_with("api_tokens stays hidden"),
+        "{text}"
+    );
+    let password = lines.next().expect("the password on the last line");
+    assert_eq!(lines.next(), None);
+    assert_eq!(password.len(), 32, "{password:?}");
+    assert!(stderr(&out).contains("shown once"), "{}", stderr(&out));
+
+    let mut ro = db
+        .options
+        .clone()
+        .username(&role)
+        .password(password)
+        .connect()
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM policy_versions")
+        .fetch_one(&mut ro)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(sqlx::query("SELECT 1 FROM api_tokens")
+        .execute(&mut ro)
+        .await
+        .is_err());
+    ro.close().await.unwrap();
+
+    let out = run_ok(sluice_on(&url, data.path()).args([
+        "db",
+        "grant-readonly",
+        "--role",
+        &role,
+        "--json",
+    ]));
+    let v = json(&out);
+    assert_eq!(v["created"], false);
+    assert_eq!(v["password_set"], false);
+    assert!(v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "anomalies"));
+    assert!(!v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "api_tokens"));
 }

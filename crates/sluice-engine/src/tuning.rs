@@ -1,0 +1,963 @@
+//! The tuning step in log time, shared by `sluice serve` (every `--tune-every` seconds, behind
+//! the detection cursor) and `sluice replay` (once, through the end of the logs).
+//!
+//! [`tune_step`] runs from the tuning cursor to `through`:
+//!
+//! 1. **Reputation**: every client with minutes or anomalies in the span has its reputation folded
+//!    forward ([`sluice_core::reputation`]); the state and every event (with its reason) are
+//!    stored.
+//! 2. **Suggestions** (when the step crosses a `suggest_every_minutes` boundary, and always on the
+//!    first step): for every client active in the last `backtest_hours`, the suggested limit
+//!    ([`sluice_core::tuning::suggest`]: abuse, confidence gating, learned baseline, capacity
+//!    factor, tier clamp, algorithm from burstiness), optionally in cost units and cut by fair
+//!    share under predicted overload; each is backtested on the client's stored minutes and kept,
+//!    with its evidence, only when it differs materially from the rule in force and from the
+//!    pending suggestion for the same rule (no churn).
+//! 3. **Expiry**: pending suggestions past their deadline (log time) expire.
+//! 4. **Reverts**: approved temporary limits past `temporary_until` are reverted (the rule they
+//!    replaced is restored, or the rule removed) in one transaction with the suggestion's
+//!    `reverted_at`/`reverted_version`.
+//!
+//! Invariants: `through` must be at most the detection cursor (every minute and anomaly read is
+//! final); everything runs on log time, so a replay and the live loop store the same rows; the
+//! cursor only moves forward, and a step through a time not after the cursor changes nothing but
+//! expiry and reverts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sluice_core::approval::{
+    auto_decide, diff_limits, may_enforce_after_shadow, AutoApprovalConfig, AutoDecision, Change,
+    Evidence, LimitDiff,
+};
+use sluice_core::policy::{Policy, Rule};
+use sluice_core::reputation::{MinuteCounters, Reputation, ReputationConfig};
+use sluice_core::time::{MICROS_PER_MINUTE, MICROS_PER_SEC};
+use sluice_core::tuning::backtest::{backtest, BacktestReport, ClientTraffic, Counter, Traffic};
+use sluice_core::tuning::fairshare::{FairShareConfig, PriorityClass};
+use sluice_core::tuning::{
+    apply_fair_share, route_cost_weights, suggest, AbuseEvidence, Basis, ClientBaseline,
+    CostWeightConfig, OverloadEntry, RouteCost, Suggestion, TierLimits, TuningConfig, TuningInput,
+};
+use sluice_core::{AnomalyState, ClientKind, CostUnit, Limit, Selector, Timestamp};
+use sluice_store::tuning::{
+    self as store, ClientAnomaly, NewSuggestion, ReputationUpdate, StoredReputation,
+};
+use sluice_store::{PgPool, StoreError};
+
+/// Everything the tuning step is configured with (`sluice serve --tuning-config FILE`, TOML or
+/// JSON; every field optional). Rules and defaults: `docs/tuning.md`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuningSettings {
+    pub tuning: TuningConfig,
+    pub reputation: ReputationConfig,
+    /// The tier of a client not named in `client_tiers`.
+    pub default_tier: TierLimits,
+    /// Other tiers, by name.
+    pub tiers: BTreeMap<String, TierLimits>,
+    /// Client (identity value) to tier name.
+    pub client_tiers: BTreeMap<String, String>,
+    /// Log time a pending suggestion waits for a decision before it expires.
+    pub suggestion_ttl_hours: f64,
+    /// Log time of stored traffic a suggestion is backtested on (and in which a client must
+    /// have been active to get one).
+    pub backtest_hours: f64,
+    /// Suggestions are computed when a step crosses a multiple of this many log minutes.
+    pub suggest_every_minutes: u32,
+    /// A suggestion is kept only if its steady rate differs by more than this share from the
+    /// rule in force and from the pending suggestion (or its algorithm, unit or shadow flag
+    /// differs).
+    pub min_change: f64,
+    /// Fair share under predicted overload; `None` turns it off.
+    pub fair_share: Option<FairShareConfig>,
+    /// Priority class per client for fair share (default `normal`).
+    pub client_priority: BTreeMap<String, PriorityClass>,
+    /// Count cost units (route weights) instead of requests; `None` turns it off.
+    pub cost_units: Option<CostWeightConfig>,
+}
+
+/// The tier every client gets unless configured: token bucket of 600 per minute with a burst of
+/// 100, floor 10 per minute, ceiling 60,000 per minute.
+pub fn default_tier() -> TierLimits {
+    TierLimits {
+        name: "default".into(),
+        default: Limit::TokenBucket {
+            rate: 600,
+            window_seconds: 60,
+            burst: 100,
+        },
+        floor_per_minute: 10,
+        ceiling_per_minute: 60_000,
+    }
+}
+
+impl Default for TuningSettings {
+    fn default() -> Self {
+        TuningSettings {
+            tuning: TuningConfig::default(),
+            reputation: ReputationConfig::default(),
+            default_tier: default_tier(),
+            tiers: BTreeMap::new(),
+            client_tiers: BTreeMap::new(),
+            suggestion_ttl_hours: 24.0,
+            backtest_hours: 6.0,
+            suggest_every_minutes: 15,
+            min_change: 0.1,
+            fair_share: None,
+            client_priority: BTreeMap::new(),
+            cost_units: None,
+        }
+    }
+}
+
+impl TuningSettings {
+    /// Check what serde cannot: every named tier exists, durations are positive.
+    pub fn check(&self) -> Result<(), String> {
+        for (client, tier) in &self.client_tiers {
+            if !self.tiers.contains_key(tier) && tier != &self.default_tier.name {
+                return Err(format!(
+                    "client_tiers: client {client:?} names tier {tier:?}, which is not in tiers"
+                ));
+            }
+        }
+        if self.suggestion_ttl_hours.is_nan() || self.suggestion_ttl_hours <= 0.0 {
+            return Err("suggestion_ttl_hours must be above 0".into());
+        }
+        if self.backtest_hours.is_nan() || self.backtest_hours <= 0.0 {
+            return Err("backtest_hours must be above 0".into());
+        }
+        if self.suggest_every_minutes == 0 {
+            return Err("suggest_every_minutes must be at least 1".into());
+        }
+        if self.min_change.is_nan() || self.min_change < 0.0 {
+            return Err("min_change must be at least 0".into());
+        }
+        for (path, limit) in std::iter::once(("default_tier", &self.default_tier.default)).chain(
+            self.tiers
+                .iter()
+                .map(|(name, t)| (name.as_str(), &t.default)),
+        ) {
+            if let Some((field, msg)) = limit.check().into_iter().next() {
+                return Err(format!("{path}.default.{field}: {msg}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn tier_of(&self, client: &str) -> &TierLimits {
+        self.client_tiers
+            .get(client)
+            .and_then(|t| self.tiers.get(t))
+            .unwrap_or(&self.default_tier)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid tuning settings: {0}")]
+    Settings(String),
+}
+
+/// The backtest of one suggestion, in short.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BacktestSummary {
+    /// Log-time span replayed.
+    pub from: String,
+    pub to: String,
+    pub requests: u64,
+    /// Requests it would have rejected.
+    pub rejected: u64,
+    /// Of those, requests of a client no anomaly named (what a wrong limit costs).
+    pub normal_rejected: u64,
+    pub anomalous_rejected: u64,
+    /// Per-minute counts spread evenly: a lower bound for bursty clients.
+    pub exact: bool,
+}
+
+/// A suggestion the step stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SuggestionSummary {
+    pub id: i64,
+    pub client: String,
+    pub client_kind: ClientKind,
+    pub rule_id: String,
+    pub limit: Limit,
+    pub cost: CostUnit,
+    pub shadow: bool,
+    pub basis: Basis,
+    pub reason: String,
+    pub confidence: f64,
+    /// Against the rule in force (`new`, `loosen`, `tighten`, `same`) and its summary.
+    pub change: Change,
+    pub diff: String,
+    pub backtest: BacktestSummary,
+    /// The pending suggestion this one replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<i64>,
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TuneReport {
+    /// The log-time span folded: `(from, through]`.
+    pub from: Option<String>,
+    pub through: String,
+    pub clients_folded: usize,
+    pub reputation_events: usize,
+    /// Whether suggestions were computed in this step.
+    pub suggested: bool,
+    /// Clients considered for a suggestion.
+    pub clients_considered: usize,
+    pub suggestions: Vec<SuggestionSummary>,
+    /// Suggestions not stored because they did not differ materially from the rule in force or
+    /// the pending suggestion.
+    pub unchanged: usize,
+    /// Clients with too little history for a learned limit, no rule in force and no abuse: the
+    /// tier default covers them, so no suggestion of their own.
+    pub tier_default: usize,
+    /// Whether fair share cut suggestions under predicted overload.
+    pub fair_share: Option<FairShareSummary>,
+    /// Route cost weights, when limits count cost units.
+    pub cost_weights: Vec<RouteCost>,
+    pub expired: Vec<i64>,
+    pub reverted: Vec<i64>,
+    /// Suggestions the auto-approval rules approved in this step.
+    pub auto_approved: Vec<AutoApproved>,
+    /// Auto-approved shadow rules switched to enforcement in this step, by suggestion id.
+    pub enforced_after_shadow: Vec<i64>,
+}
+
+/// One suggestion approved by an auto-approval rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AutoApproved {
+    pub id: i64,
+    /// The rule that approved it (`loosen_good_standing`, `tighten_abusive`).
+    pub rule: String,
+    pub shadow: bool,
+    pub policy_version: Option<i64>,
+    pub reason: String,
+}
+
+/// Actor of decisions taken by the auto-approval rules (`auto-approval:<rule>`).
+pub const AUTO_ACTOR_PREFIX: &str = "auto-approval:";
+
+/// Fair share under predicted overload, in short.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FairShareSummary {
+    pub capacity_per_minute: f64,
+    pub demand_per_minute: f64,
+    /// Suggestions cut to their share.
+    pub cut: usize,
+}
+
+const MICROS_PER_HOUR: i64 = 3_600 * MICROS_PER_SEC;
+
+fn hours(h: f64) -> i64 {
+    (h * MICROS_PER_HOUR as f64).round() as i64
+}
+
+/// The rule id of a client's own limit: `client:<client>`, or `client:h<first 16 hex digits of
+/// its SHA-256>` when the client string is not a valid rule id.
+pub fn rule_id_for(client: &str) -> String {
+    let id = format!("client:{client}");
+    let valid = id.len() <= sluice_core::policy::MAX_RULE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if valid {
+        id
+    } else {
+        let digest = Sha256::digest(client.as_bytes());
+        format!("client:h{}", &hex::encode(digest)[..16])
+    }
+}
+
+/// Whether `a` differs materially from `b`: another algorithm, unit or shadow flag, or a steady
+/// rate more than `min_change` apart (relative to `b`).
+pub fn differs_materially(a: &Rule, b: &Rule, min_change: f64) -> bool {
+    if a.limit.algorithm() != b.limit.algorithm() || a.cost != b.cost || a.shadow != b.shadow {
+        return true;
+    }
+    if a.selector != b.selector {
+        return true;
+    }
+    let (x, y) = (a.limit.per_minute(), b.limit.per_minute());
+    (x - y).abs() > min_change * y.abs().max(f64::MIN_POSITIVE)
+}
+
+/// Run one tuning step from the tuning cursor to `through` (at most the detection cursor). See
+/// the module documentation for what it does.
+#[tracing::instrument(skip_all, fields(through = %through))]
+pub async fn tune_step(
+    pool: &PgPool,
+    settings: &TuningSettings,
+    through: Timestamp,
+) -> Result<TuneReport, TuneError> {
+    settings.check().map_err(TuneError::Settings)?;
+    let through = through.minute_floor();
+    let cursor = store::cursor(pool).await?;
+    let mut report = TuneReport {
+        from: cursor.map(|c| c.to_string()),
+        through: through.to_string(),
+        ..TuneReport::default()
+    };
+    let advancing = cursor.is_none_or(|c| through > c);
+    if advancing {
+        let from = match cursor {
+            Some(c) => c,
+            None => oldest_minute(pool).await?.unwrap_or(through),
+        };
+        report.from = Some(from.to_string());
+        let reps = fold_reputations(pool, settings, from, through, &mut report).await?;
+        let every = i64::from(settings.suggest_every_minutes) * MICROS_PER_MINUTE;
+        let crosses = cursor.is_none()
+            || through.micros().div_euclid(every) > from.micros().div_euclid(every);
+        if crosses {
+            report.suggested = true;
+            make_suggestions(pool, settings, through, &reps, &mut report).await?;
+        }
+    }
+    report.expired = store::expire_due(pool, through).await?;
+    report.reverted = revert_due(pool, through).await?;
+    report.enforced_after_shadow = enforce_after_shadow(pool, through).await?;
+    if advancing {
+        store::advance_cursor(pool, through).await?;
+    }
+    Ok(report)
+}
+
+async fn oldest_minute(pool: &PgPool) -> Result<Option<Timestamp>, StoreError> {
+    // The oldest committed record; the fold starts at its minute.
+    Ok(sluice_store::detection::oldest_batch_time(pool)
+        .await?
+        .map(Timestamp::minute_floor))
+}
+
+/// Fold every client's reputation over `[from, through)`; returns every known reputation after
+/// the fold (by client).
+async fn fold_reputations(
+    pool: &PgPool,
+    settings: &TuningSettings,
+    from: Timestamp,
+    through: Timestamp,
+    report: &mut TuneReport,
+) -> Result<HashMap<String, StoredReputation>, TuneError> {
+    let minutes = store::client_minutes(pool, from, through).await?;
+    let anomalies = store::client_anomalies(pool, from, through).await?;
+    let mut reps = store::reputations(pool).await?;
+
+    let mut by_client: BTreeMap<(&str, ClientKind), (Vec<MinuteCounters>, Vec<_>)> =
+        BTreeMap::new();
+    for m in &minutes {
+        by_client
+            .entry((m.client.as_str(), m.client_kind))
+            .or_default()
+            .0
+            .push(m.counters);
+    }
+    for a in &anomalies {
+        by_client
+            .entry((a.client.as_str(), a.client_kind))
+            .or_default()
+            .1
+            .push(a.signal);
+    }
+    let cfg = &settings.reputation;
+    let mut updates = Vec::with_capacity(by_client.len());
+    for ((client, kind), (minutes, signals)) in by_client {
+        let first = minutes
+            .first()
+            .map(|m| m.minute)
+            .into_iter()
+            .chain(signals.iter().map(|s| s.first_detected))
+            .min()
+            .unwrap_or(from);
+        let mut state = reps.get(client).cloned().unwrap_or(StoredReputation {
+            client_kind: kind,
+            // A new client starts just before its first minute or anomaly, so both count.
+            reputation: Reputation::new(Timestamp::from_micros(first.micros() - 1), cfg),
+        });
+        let events = state.reputation.update(through, &minutes, &signals, cfg);
+        report.reputation_events += events.len();
+        updates.push(ReputationUpdate {
+            client: client.to_owned(),
+            state: state.clone(),
+            events,
+        });
+        reps.insert(client.to_owned(), state);
+    }
+    report.clients_folded = updates.len();
+    // Every client is written (its `updated_at` moves even without events), in one transaction.
+    store::save_reputations(pool, &updates).await?;
+    Ok(reps)
+}
+
+/// What the step knows about one client active in the backtest window.
+struct Candidate<'a> {
+    kind: ClientKind,
+    client: &'a str,
+    minutes: Vec<(Timestamp, u32)>,
+    anomalies: Vec<&'a ClientAnomaly>,
+}
+
+async fn make_suggestions(
+    pool: &PgPool,
+    settings: &TuningSettings,
+    through: Timestamp,
+    reps: &HashMap<String, StoredReputation>,
+    report: &mut TuneReport,
+) -> Result<(), TuneError> {
+    let window_from = Timestamp::from_micros(through.micros() - hours(settings.backtest_hours));
+    let minutes = store::client_minutes(pool, window_from, through).await?;
+    let anomalies = store::client_anomalies(pool, window_from, through).await?;
+    let baselines = store::baselines(pool).await?;
+    let factors = store::capacity_factors(pool, through).await?;
+    let forecasts = store::forecasts_at(pool, through).await?;
+    let served = sluice_store::policy::current(pool, sluice_store::policy::ALL_GROUPS).await?;
+    let in_force: HashMap<&str, &Rule> = served
+        .as_ref()
+        .map(|p| {
+            p.policy
+                .rules()
+                .iter()
+                .map(|r| (r.id.as_str(), r))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pending = store::pending(pool).await?;
+    let auto = store::auto_approval_config(pool).await?;
+
+    // Cost weights and each client's routes (for its cost per request and its capacity factor).
+    let client_routes = store::client_route_requests(pool, window_from, through).await?;
+    let mut routes_of: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
+    for (c, r, n) in &client_routes {
+        routes_of
+            .entry(c.as_str())
+            .or_default()
+            .push((r.as_str(), *n));
+    }
+    let weights: HashMap<String, f64> = match &settings.cost_units {
+        Some(cfg) => {
+            let stats = store::route_cost_stats(pool, window_from, through).await?;
+            report.cost_weights = route_cost_weights(&stats, cfg);
+            report
+                .cost_weights
+                .iter()
+                .map(|w| (w.route.clone(), w.weight))
+                .collect()
+        }
+        None => HashMap::new(),
+    };
+    let factor_of: HashMap<&str, f64> = factors
+        .iter()
+        .map(|f| (f.route.as_str(), f.factor))
+        .collect();
+
+    // Candidates: every client active in the window, and every client an open anomaly names.
+    let mut candidates: BTreeMap<(&str, ClientKind), Candidate<'_>> = BTreeMap::new();
+    for m in &minutes {
+        candidates
+            .entry((m.client.as_str(), m.client_kind))
+            .or_insert_with(|| Candidate {
+                kind: m.client_kind,
+                client: m.client.as_str(),
+                minutes: Vec::new(),
+                anomalies: Vec::new(),
+            })
+            .minutes
+            .push((m.counters.minute, m.counters.requests));
+    }
+    for a in &anomalies {
+        if let Some(c) = candidates.get_mut(&(a.client.as_str(), a.client_kind)) {
+            c.anomalies.push(a);
+        }
+    }
+    report.clients_considered = candidates.len();
+
+    struct Made<'a> {
+        cand: &'a Candidate<'a>,
+        input_baseline: Option<ClientBaseline>,
+        abuse: Option<AbuseEvidence>,
+        reputation: f64,
+        capacity_factor: f64,
+        cost: Option<f64>,
+        current: Option<&'a Rule>,
+        suggestion: Suggestion,
+        tier: &'a TierLimits,
+    }
+    let mut made: Vec<Made<'_>> = Vec::new();
+    for cand in candidates.values() {
+        let Ok(selector) = Selector::client(cand.kind, cand.client) else {
+            continue;
+        };
+        let rule_id = rule_id_for(cand.client);
+        let tier = settings.tier_of(cand.client);
+        let reputation = reps
+            .get(cand.client)
+            .map_or(settings.reputation.prior, |r| r.reputation.score);
+        let routes = routes_of.get(cand.client).map(Vec::as_slice).unwrap_or(&[]);
+        // The tightest capacity factor among the routes the client uses (1 without any).
+        let capacity_factor = routes
+            .iter()
+            .filter_map(|(r, _)| factor_of.get(r))
+            .copied()
+            .chain(factor_of.get("*").copied())
+            .fold(1.0_f64, f64::min);
+        // Cost per request: the client's requests weighted by their routes' weights.
+        let cost = settings.cost_units.as_ref().map(|_| {
+            let total: i64 = routes.iter().map(|(_, n)| n).sum();
+            if total == 0 {
+                1.0
+            } else {
+                routes
+                    .iter()
+                    .map(|(r, n)| *n as f64 * weights.get(*r).copied().unwrap_or(1.0))
+                    .sum::<f64>()
+                    / total as f64
+            }
+        });
+        let scale = cost.unwrap_or(1.0);
+        let baseline = baselines
+            .get(&(cand.kind, cand.client.to_owned()))
+            .cloned()
+            .map(|mut b| {
+                b.requests_median *= scale;
+                b.requests_mad *= scale;
+                b.requests_p95 *= scale;
+                b.peak_10s_p95 *= scale;
+                b
+            });
+        let abuse = abuse_evidence(cand, scale);
+        let current = in_force.get(rule_id.as_str()).copied();
+        let input = TuningInput {
+            selector,
+            tier,
+            baseline: baseline.clone(),
+            reputation,
+            abuse: abuse.clone(),
+            capacity_factor,
+            cost_unit: if cost.is_some() {
+                CostUnit::CostUnits
+            } else {
+                CostUnit::Requests
+            },
+            current: current.map(|r| r.limit),
+        };
+        let suggestion = suggest(&input, &settings.tuning);
+        if suggestion.basis == Basis::TierDefault && current.is_none() {
+            report.tier_default += 1;
+            continue;
+        }
+        made.push(Made {
+            cand,
+            input_baseline: baseline,
+            abuse,
+            reputation,
+            capacity_factor,
+            cost,
+            current,
+            suggestion,
+            tier,
+        });
+    }
+
+    // Fair share under predicted overload: any route whose capacity factor is below 1.
+    if let Some(fs) = &settings.fair_share {
+        let overloaded = factors.iter().any(|f| f.factor < 1.0);
+        let capacity_rps = match factors.iter().find(|f| f.route == "*") {
+            Some(total) => total.capacity_rps,
+            None => {
+                let caps: Vec<f64> = factors.iter().filter_map(|f| f.capacity_rps).collect();
+                (!caps.is_empty()).then(|| caps.iter().sum())
+            }
+        };
+        if let (true, Some(rps)) = (overloaded, capacity_rps) {
+            let capacity = rps * 60.0;
+            let mut entries: Vec<OverloadEntry> = made
+                .iter()
+                .map(|m| OverloadEntry {
+                    suggestion: m.suggestion.clone(),
+                    reputation: m.reputation,
+                    priority: settings
+                        .client_priority
+                        .get(m.cand.client)
+                        .copied()
+                        .unwrap_or(PriorityClass::Normal),
+                })
+                .collect();
+            let demand: f64 = entries
+                .iter()
+                .map(|e| e.suggestion.limit.per_minute())
+                .sum();
+            let allocations = apply_fair_share(capacity, &mut entries, fs);
+            let cut = allocations
+                .iter()
+                .filter(|a| a.allocated + 1e-9 < a.demand)
+                .count();
+            for (m, e) in made.iter_mut().zip(entries) {
+                m.suggestion = e.suggestion;
+            }
+            report.fair_share = Some(FairShareSummary {
+                capacity_per_minute: capacity,
+                demand_per_minute: demand,
+                cut,
+            });
+        }
+    }
+
+    let forecast_total = forecasts.get("*").copied();
+    for m in made {
+        let s = &m.suggestion;
+        let rule_id = rule_id_for(m.cand.client);
+        let source = match (&m.abuse, s.basis) {
+            (Some(a), Basis::Abuse) => format!("anomaly:{}", a.anomaly_id),
+            _ => "tuner".to_owned(),
+        };
+        let rule = Rule {
+            id: rule_id.clone(),
+            selector: s.selector.clone(),
+            limit: s.limit,
+            cost: s.cost_unit,
+            shadow: s.shadow,
+            expires_at: None,
+            ratelimit_policy: None,
+            reason: Some(s.reasons.join("; ")),
+            source: Some(source),
+        };
+        if let Err(e) = Policy::new(vec![rule.clone()]) {
+            tracing::warn!(client = m.cand.client, error = %e, "suggested rule is invalid; skipped");
+            continue;
+        }
+        if let Some(cur) = m.current {
+            if !differs_materially(&rule, cur, settings.min_change) {
+                report.unchanged += 1;
+                continue;
+            }
+        }
+        if let Some(p) = pending.get(&rule_id) {
+            if !differs_materially(&rule, &p.rule, settings.min_change) {
+                report.unchanged += 1;
+                continue;
+            }
+        }
+        let traffic = ClientTraffic {
+            client: m.cand.client.to_owned(),
+            anomalous: !m.cand.anomalies.is_empty(),
+            traffic: Traffic::Minutes(m.cand.minutes.clone()),
+            cost: m.cost,
+        };
+        let bt = backtest(&s.limit, &[traffic], Counter::PerClient);
+        let input = TuningInput {
+            selector: s.selector.clone(),
+            tier: m.tier,
+            baseline: m.input_baseline.clone(),
+            reputation: m.reputation,
+            abuse: m.abuse.clone(),
+            capacity_factor: m.capacity_factor,
+            cost_unit: s.cost_unit,
+            current: m.current.map(|r| r.limit),
+        };
+        let evidence = Evidence::gather(&input, s, forecast_total, Some(bt.clone()));
+        let diff: LimitDiff = diff_limits(m.current.map(|r| &r.limit), &s.limit);
+        let window_from = Timestamp::from_micros(through.micros() - hours(settings.backtest_hours));
+        let summary = summarise(&bt, window_from, through);
+        let new = NewSuggestion {
+            rule_id: rule_id.clone(),
+            client: Some(m.cand.client.to_owned()),
+            rule: rule.clone(),
+            current: m.current.cloned(),
+            diff: serde_json::to_value(&diff).expect("diff serialises"),
+            confidence: s.confidence,
+            reasons: s.reasons.clone(),
+            evidence: serde_json::to_value(&evidence).expect("evidence serialises"),
+            backtest: Some(serde_json::to_value(&bt).expect("backtest serialises")),
+            abusive: s.basis == Basis::Abuse,
+            created_at: through,
+            expires_at: Timestamp::from_micros(
+                through.micros() + hours(settings.suggestion_ttl_hours),
+            ),
+        };
+        let inserted = store::insert_suggestion(pool, &new).await?;
+        tracing::info!(
+            id = inserted.id,
+            client = m.cand.client,
+            rule = %rule_id,
+            limit = %s.limit,
+            change = ?diff.change,
+            "limit suggested"
+        );
+        let auto_decision = auto_decide(s, m.reputation, &diff, Some(&bt), &auto);
+        report.suggestions.push(SuggestionSummary {
+            id: inserted.id,
+            client: m.cand.client.to_owned(),
+            client_kind: m.cand.kind,
+            rule_id,
+            limit: s.limit,
+            cost: s.cost_unit,
+            shadow: s.shadow,
+            basis: s.basis,
+            reason: s.reasons.join("; "),
+            confidence: s.confidence,
+            change: diff.change,
+            diff: diff.summary,
+            backtest: summary,
+            superseded: inserted.superseded,
+        });
+        if let AutoDecision::Approve {
+            rule: which,
+            shadow,
+            reason,
+        } = auto_decision
+        {
+            let req = sluice_store::review::DecideRequest {
+                id: inserted.id,
+                kind: sluice_store::review::DecisionKind::Approve,
+                actor: format!("{AUTO_ACTOR_PREFIX}{which}"),
+                comment: Some(reason.clone()),
+                shadow: Some(shadow),
+                temporary_until: None,
+            };
+            // A rule's approval failing (say, a concurrent admin decision) leaves the suggestion
+            // for an administrator; it never fails the tuning step.
+            match sluice_store::review::decide(pool, &req).await {
+                Ok(d) => {
+                    tracing::info!(id = inserted.id, rule = %which, shadow, version = ?d.policy_version, "suggestion auto-approved");
+                    report.auto_approved.push(AutoApproved {
+                        id: inserted.id,
+                        rule: which,
+                        shadow,
+                        policy_version: d.policy_version,
+                        reason,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(id = inserted.id, error = %e, "auto-approval failed; left for an administrator")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Switch shadow rules that `tighten_abusive` auto-approved to enforcement once
+/// [`may_enforce_after_shadow`] allows it (enforcement on, the shadow time passed in log time,
+/// and the rule's backtest rejected no more normal requests than allowed). One policy version
+/// per step, whatever the number of rules switched.
+async fn enforce_after_shadow(pool: &PgPool, at: Timestamp) -> Result<Vec<i64>, TuneError> {
+    let cfg: AutoApprovalConfig = store::auto_approval_config(pool).await?;
+    if !(cfg.enforce && cfg.tighten_abusive.enabled) {
+        return Ok(Vec::new());
+    }
+    let Some(served) =
+        sluice_store::policy::current(pool, sluice_store::policy::ALL_GROUPS).await?
+    else {
+        return Ok(Vec::new());
+    };
+    let actor = format!("{AUTO_ACTOR_PREFIX}tighten_abusive");
+    let mut due: Vec<(String, i64)> = Vec::new();
+    for rule in served.policy.rules().iter().filter(|r| r.shadow) {
+        let Some(id) = rule
+            .source
+            .as_deref()
+            .and_then(|s| s.strip_prefix("suggestion:"))
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let sug = match sluice_store::review::get(pool, id).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if sug.decided_by.as_deref() != Some(actor.as_str()) {
+            continue;
+        }
+        let normal_rejected = sug
+            .backtest
+            .as_ref()
+            .and_then(|b| serde_json::from_value::<BacktestReport>(b.clone()).ok())
+            .map_or(u64::MAX, |b| b.normal.rejected);
+        let since = Timestamp::from_micros(sug.created_at.timestamp_micros());
+        if may_enforce_after_shadow(since, at, normal_rejected, &cfg) {
+            due.push((rule.id.clone(), id));
+        }
+    }
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = due.iter().map(|(r, _)| r.clone()).collect();
+    let comment = format!(
+        "shadow time of {} h passed with no normal client limited: enforcing {}",
+        cfg.tighten_abusive.shadow_hours,
+        ids.join(", ")
+    );
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let edit = sluice_store::policy::Edit {
+        actor: &actor,
+        action: "suggestion.enforce_after_shadow",
+        comment: Some(&comment),
+    };
+    let published = sluice_store::policy::publish_edit_in(&mut tx, &edit, |rules| {
+        for r in rules.iter_mut().filter(|r| ids.contains(&r.id)) {
+            r.shadow = false;
+        }
+    })
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(rules = ?ids, version = ?published.map(|v| v.version), "auto-approved shadow rules now enforced");
+    Ok(due.into_iter().map(|(_, id)| id).collect())
+}
+
+fn summarise(bt: &BacktestReport, from: Timestamp, to: Timestamp) -> BacktestSummary {
+    BacktestSummary {
+        from: from.to_string(),
+        to: to.to_string(),
+        requests: bt.normal.requests + bt.anomalous.requests,
+        rejected: bt.normal.rejected + bt.anomalous.rejected,
+        normal_rejected: bt.normal.rejected,
+        anomalous_rejected: bt.anomalous.rejected,
+        exact: bt.exact,
+    }
+}
+
+/// The client's strongest open anomaly as abuse evidence: its attack rate is the busiest minute
+/// since it was first detected, its pre-attack rate the mean of the active minutes before (when
+/// there are at least five), both in the rule's unit (`scale` per request).
+fn abuse_evidence(c: &Candidate<'_>, scale: f64) -> Option<AbuseEvidence> {
+    let a = c
+        .anomalies
+        .iter()
+        .filter(|a| a.signal.state == AnomalyState::Open)
+        .max_by(|x, y| x.signal.score.total_cmp(&y.signal.score))?;
+    let start = a.signal.first_detected.minute_floor();
+    let attack = c
+        .minutes
+        .iter()
+        .filter(|(m, _)| *m >= start)
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0);
+    let before: Vec<u32> = c
+        .minutes
+        .iter()
+        .filter(|(m, _)| *m < start)
+        .map(|(_, n)| *n)
+        .collect();
+    let pre = (before.len() >= 5)
+        .then(|| before.iter().map(|&n| f64::from(n)).sum::<f64>() / before.len() as f64 * scale);
+    Some(AbuseEvidence {
+        anomaly_id: a.signal.id,
+        kind: a.signal.kind,
+        score: a.signal.score,
+        attack_per_minute: f64::from(attack) * scale,
+        pre_attack_per_minute: pre,
+    })
+}
+
+/// Revert every approved temporary limit due at `at`: restore the rule it replaced (or remove
+/// it), in one transaction with the suggestion's `reverted_at`/`reverted_version`.
+async fn revert_due(pool: &PgPool, at: Timestamp) -> Result<Vec<i64>, TuneError> {
+    let mut done = Vec::new();
+    for s in store::due_reverts(pool, at).await? {
+        let mut tx = pool.begin().await.map_err(StoreError::from)?;
+        let comment = format!(
+            "temporary limit of suggestion {} reverted at {} (log time)",
+            s.id,
+            s.temporary_until.unwrap_or(at)
+        );
+        let previous = s.current.clone();
+        let rule_id = s.rule_id.clone();
+        let version = sluice_store::policy::publish_edit_in(
+            &mut tx,
+            &sluice_store::policy::Edit {
+                actor: store::TUNER_ACTOR,
+                action: "suggestion.revert",
+                comment: Some(&comment),
+            },
+            |rules| {
+                rules.retain(|r| r.id != rule_id);
+                if let Some(p) = previous {
+                    rules.push(p);
+                }
+            },
+        )
+        .await?;
+        store::mark_reverted_in(&mut tx, s.id, at, version.as_ref().map(|v| v.version)).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(id = s.id, rule = %s.rule_id, version = ?version.map(|v| v.version), "temporary limit reverted");
+        done.push(s.id);
+    }
+    Ok(done)
+}
+
+/// The policy that would be served if every pending suggestion were approved as proposed: the
+/// policy served to every gateway now (empty before the first publish) with each suggestion's
+/// rule replacing the rule of the same id. Validated.
+pub async fn policy_with_pending(pool: &PgPool) -> Result<Policy, TuneError> {
+    let served = sluice_store::policy::current(pool, sluice_store::policy::ALL_GROUPS).await?;
+    let mut rules: Vec<Rule> = served
+        .map(|p| p.policy.rules().to_vec())
+        .unwrap_or_default();
+    for r in &mut rules {
+        r.ratelimit_policy = None;
+    }
+    let pending = store::pending(pool).await?;
+    let mut pending: Vec<_> = pending.into_values().collect();
+    pending.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+    for s in pending {
+        rules.retain(|r| r.id != s.rule_id);
+        rules.push(s.rule);
+    }
+    Policy::new(rules).map_err(|e| TuneError::Store(StoreError::Corrupt(e.to_string())))
+}
+
+/// Tune behind live detection until the task is aborted: every `every`, if the detection cursor
+/// moved past the tuning cursor, run [`tune_step`] through it. Failures are logged and retried on
+/// the next tick.
+pub fn spawn_live(
+    pool: PgPool,
+    settings: TuningSettings,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let res = async {
+                let Some(bound) = sluice_store::detection::cursor(&pool).await? else {
+                    return Ok(None);
+                };
+                tune_step(&pool, &settings, bound).await.map(Some)
+            }
+            .await;
+            match res {
+                Ok(Some(r)) => {
+                    if r.clients_folded > 0
+                        || !r.suggestions.is_empty()
+                        || !r.expired.is_empty()
+                        || !r.reverted.is_empty()
+                    {
+                        tracing::info!(
+                            through = %r.through,
+                            clients = r.clients_folded,
+                            events = r.reputation_events,
+                            suggestions = r.suggestions.len(),
+                            unchanged = r.unchanged,
+                            expired = r.expired.len(),
+                            reverted = r.reverted.len(),
+                            "tuning step"
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "tuning step failed; retrying"),
+            }
+        }
+    })
+}

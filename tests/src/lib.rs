@@ -1,1 +1,0 @@
-//! Black-box tests that start the real sluice server.
