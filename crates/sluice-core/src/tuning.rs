@@ -125,6 +125,9 @@ pub enum Basis {
     TierDefault,
     /// An abusive client: a limit that stops the abuse.
     Abuse,
+    /// Under predicted overload: the client's fair share of one route's capacity (a rule for
+    /// the client on that route, `fairshare::share_by_route`).
+    FairShare,
 }
 
 /// How a client's traffic is shaped, which decides the algorithm.
@@ -457,30 +460,7 @@ pub fn apply_fair_share(
         if a.allocated + 1e-9 >= a.demand {
             continue;
         }
-        let limit = e.suggestion.limit;
-        let window = limit.window_seconds().max(1) as f64;
-        let rate = ((a.allocated * window / 60.0).floor() as u64).max(1);
-        let cut = match limit.with_rate(rate) {
-            Limit::TokenBucket {
-                rate,
-                window_seconds,
-                burst,
-            } => Limit::TokenBucket {
-                rate,
-                window_seconds,
-                burst: burst.min(rate),
-            },
-            Limit::LeakyBucket {
-                rate,
-                window_seconds,
-                queue,
-            } => Limit::LeakyBucket {
-                rate,
-                window_seconds,
-                queue: queue.min(rate),
-            },
-            other => other,
-        };
+        let cut = cut_limit(e.suggestion.limit, a.allocated);
         e.suggestion.reasons.push(format!(
             "predicted overload (capacity {}/min): {}; cut to {cut}",
             fmt_rate(capacity_per_minute),
@@ -489,6 +469,72 @@ pub fn apply_fair_share(
         e.suggestion.limit = cut;
     }
     allocations
+}
+
+/// `limit` at a steady rate of `per_minute` (rounded down, at least 1 per window): the same
+/// algorithm and window, a token bucket's burst or a leaky bucket's queue shrunk to the new rate
+/// when larger. How fair share cuts a limit to a share.
+pub fn cut_limit(limit: Limit, per_minute: f64) -> Limit {
+    let window = limit.window_seconds().max(1) as f64;
+    let rate = ((per_minute * window / 60.0 + 1e-9).floor() as u64).max(1);
+    match limit.with_rate(rate) {
+        Limit::TokenBucket {
+            rate,
+            window_seconds,
+            burst,
+        } => Limit::TokenBucket {
+            rate,
+            window_seconds,
+            burst: burst.min(rate),
+        },
+        Limit::LeakyBucket {
+            rate,
+            window_seconds,
+            queue,
+        } => Limit::LeakyBucket {
+            rate,
+            window_seconds,
+            queue: queue.min(rate),
+        },
+        other => other,
+    }
+}
+
+/// The rule for one client on one route under predicted overload: the client's selector
+/// restricted to `route`, `base` (the client's own suggested limit, or its tier default) cut to
+/// the allocation ([`cut_limit`]), counting requests (a route's capacity is in requests), with
+/// basis [`Basis::FairShare`] and the allocation's reason. `share` is how the route was shared;
+/// `current` the limit in force for this rule (a tightening of it starts in shadow mode when
+/// `cfg.shadow_tightening` is on).
+pub fn route_share_suggestion(
+    client: &Selector,
+    share: &fairshare::RouteShare,
+    base: Limit,
+    allocation: &fairshare::Allocation,
+    current: Option<Limit>,
+    confidence: f64,
+    cfg: &TuningConfig,
+) -> Suggestion {
+    let route = share.route.as_str();
+    let capacity = share.shared.unwrap_or(share.demand);
+    let limit = cut_limit(base, allocation.allocated);
+    let tighter = current.is_some_and(|c| limit.per_minute() < c.per_minute());
+    Suggestion {
+        selector: client.clone().on_route(route),
+        limit,
+        cost_unit: CostUnit::Requests,
+        shadow: cfg.shadow_tightening && tighter,
+        basis: Basis::FairShare,
+        confidence: confidence.clamp(0.0, 1.0),
+        reasons: vec![
+            format!(
+                "predicted overload on {route} (capacity {}/min shared among its clients): {}",
+                fmt_rate(capacity),
+                allocation.reason
+            ),
+            format!("{limit} on {route}"),
+        ],
+    }
 }
 
 /// What a route costs per request, from the rollups.
@@ -1058,6 +1104,105 @@ mod tests {
                     "{last}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn cut_limit_keeps_the_algorithm_and_shrinks_burst_and_queue() {
+        let tb = |rate, window_seconds, burst| Limit::TokenBucket {
+            rate,
+            window_seconds,
+            burst,
+        };
+        let lb = |rate, queue| Limit::LeakyBucket {
+            rate,
+            window_seconds: 60,
+            queue,
+        };
+        let swl = |rate| Limit::SlidingWindowLog {
+            rate,
+            window_seconds: 60,
+        };
+        // (limit, share per minute, cut)
+        let cases: &[(Limit, f64, Limit)] = &[
+            (tb(600, 60, 100), 15.0, tb(15, 60, 15)),
+            (tb(600, 60, 10), 45.9, tb(45, 60, 10)),
+            // Floating error below a whole share does not lose a request.
+            (tb(600, 60, 10), 45.0 - 1e-12, tb(45, 60, 10)),
+            // Per second: 30/min is 0.5/s, at least 1 per window.
+            (tb(10, 1, 5), 30.0, tb(1, 1, 1)),
+            (tb(100, 10, 5), 120.0, tb(20, 10, 5)),
+            (lb(200, 20), 12.0, lb(12, 12)),
+            (swl(50), 0.0, swl(1)),
+        ];
+        for (limit, share, want) in cases {
+            assert_eq!(cut_limit(*limit, *share), *want, "{limit} at {share}/min");
+        }
+    }
+
+    #[test]
+    fn route_share_suggestion_is_a_client_and_route_rule() {
+        use fairshare::{share_by_route, Demand, FairShareConfig, PriorityClass, RouteLoad};
+        let client = Selector::client(ClientKind::ApiKey, "ak_bad").unwrap();
+        let loads = [RouteLoad {
+            route: "/v1/reports".into(),
+            priority: PriorityClass::BestEffort,
+            capacity: Some(45.0),
+            clients: vec![
+                Demand {
+                    id: "ak_good".into(),
+                    demand: 30.0,
+                    reputation: 0.95,
+                    priority: PriorityClass::Normal,
+                },
+                Demand {
+                    id: "ak_bad".into(),
+                    demand: 30.0,
+                    reputation: 0.1,
+                    priority: PriorityClass::Normal,
+                },
+            ],
+        }];
+        let shares = share_by_route(None, &loads, &FairShareConfig::default());
+        let share = &shares[0];
+        assert_eq!(share.cut, 1);
+        let base = tier().default;
+        // (limit in force, shadow)
+        let cases: &[(Option<Limit>, bool)] = &[
+            (None, false),
+            (Some(base), true),
+            (Some(base.with_rate(10)), false),
+        ];
+        for (current, shadow) in cases {
+            let s = route_share_suggestion(
+                &client,
+                share,
+                base,
+                &share.allocations[1],
+                *current,
+                0.7,
+                &TuningConfig::default(),
+            );
+            assert_eq!(s.selector, client.clone().on_route("/v1/reports"));
+            assert_eq!(
+                s.limit,
+                Limit::TokenBucket {
+                    rate: 15,
+                    window_seconds: 60,
+                    burst: 15
+                }
+            );
+            assert_eq!(s.basis, Basis::FairShare);
+            assert_eq!(s.cost_unit, CostUnit::Requests);
+            assert_eq!(s.shadow, *shadow, "{current:?}");
+            assert_eq!(s.confidence, 0.7);
+            assert_eq!(
+                s.reasons,
+                [
+                    "predicted overload on /v1/reports (capacity 45/min shared among its clients): best_effort class under overload: fair share 15.0 of 30.0/min (weight 0.05 from reputation 0.10, level 300.0)".to_owned(),
+                    "token_bucket 15/60s burst 15 on /v1/reports".to_owned(),
+                ]
+            );
         }
     }
 

@@ -36,10 +36,12 @@ use sluice_core::policy::{Policy, Rule};
 use sluice_core::reputation::{MinuteCounters, Reputation, ReputationConfig};
 use sluice_core::time::{MICROS_PER_MINUTE, MICROS_PER_SEC};
 use sluice_core::tuning::backtest::{backtest, BacktestReport, ClientTraffic, Counter, Traffic};
-use sluice_core::tuning::fairshare::{FairShareConfig, PriorityClass};
+use sluice_core::tuning::fairshare::{
+    share_by_route, Demand, FairShareConfig, PriorityClass, RouteLoad,
+};
 use sluice_core::tuning::{
-    apply_fair_share, route_cost_weights, suggest, AbuseEvidence, Basis, ClientBaseline,
-    CostWeightConfig, OverloadEntry, RouteCost, Suggestion, TierLimits, TuningConfig, TuningInput,
+    route_cost_weights, route_share_suggestion, suggest, AbuseEvidence, Basis, CostWeightConfig,
+    RouteCost, Suggestion, TierLimits, TuningConfig, TuningInput,
 };
 use sluice_core::{AnomalyState, ClientKind, CostUnit, Limit, Selector, Timestamp};
 use sluice_store::tuning::{
@@ -73,8 +75,10 @@ pub struct TuningSettings {
     pub min_change: f64,
     /// Fair share under predicted overload; `None` turns it off.
     pub fair_share: Option<FairShareConfig>,
-    /// Priority class per client for fair share (default `normal`).
-    pub client_priority: BTreeMap<String, PriorityClass>,
+    /// Priority class per route for fair share, by normalised route (`/v1/payments`; default
+    /// `normal`): under overload critical routes keep their capacity, best-effort routes shed
+    /// first.
+    pub route_priority: BTreeMap<String, PriorityClass>,
     /// Count cost units (route weights) instead of requests; `None` turns it off.
     pub cost_units: Option<CostWeightConfig>,
 }
@@ -107,7 +111,7 @@ impl Default for TuningSettings {
             suggest_every_minutes: 15,
             min_change: 0.1,
             fair_share: None,
-            client_priority: BTreeMap::new(),
+            route_priority: BTreeMap::new(),
             cost_units: None,
         }
     }
@@ -134,6 +138,11 @@ impl TuningSettings {
         }
         if self.min_change.is_nan() || self.min_change < 0.0 {
             return Err("min_change must be at least 0".into());
+        }
+        if let Some(route) = self.route_priority.keys().find(|r| !r.starts_with('/')) {
+            return Err(format!(
+                "route_priority: {route:?} is not a normalised route (expected a path starting with /)"
+            ));
         }
         for (path, limit) in std::iter::once(("default_tier", &self.default_tier.default)).chain(
             self.tiers
@@ -186,6 +195,9 @@ pub struct SuggestionSummary {
     pub client: String,
     pub client_kind: ClientKind,
     pub rule_id: String,
+    /// The route of a fair-share rule (a limit for the client on that route only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     pub limit: Limit,
     pub cost: CostUnit,
     pub shadow: bool,
@@ -249,9 +261,31 @@ pub const AUTO_ACTOR_PREFIX: &str = "auto-approval:";
 /// Fair share under predicted overload, in short.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FairShareSummary {
-    pub capacity_per_minute: f64,
+    /// The total capacity (route `*`) shared among routes, when its factor is below 1 and its
+    /// capacity is known.
+    pub capacity_per_minute: Option<f64>,
+    /// Every route's demand: the sum of its clients' (p95 minute on the route).
     pub demand_per_minute: f64,
-    /// Suggestions cut to their share.
+    /// Client-and-route shares below demand (each one a suggested rule unless unchanged).
+    pub cut: usize,
+    /// Every route whose clients shared a capacity (its own, or its grant from the total).
+    pub routes: Vec<RouteShareSummary>,
+}
+
+/// How one route's capacity was shared among its clients.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteShareSummary {
+    pub route: String,
+    pub priority: PriorityClass,
+    pub demand_per_minute: f64,
+    /// Its own predicted capacity (when its factor is below 1).
+    pub capacity_per_minute: Option<f64>,
+    /// What sharing the total among routes granted it.
+    pub granted_per_minute: Option<f64>,
+    /// What its clients shared: the lower of the two.
+    pub shared_per_minute: Option<f64>,
+    pub clients: usize,
+    /// Clients granted less than their demand.
     pub cut: usize,
 }
 
@@ -275,6 +309,39 @@ pub fn rule_id_for(client: &str) -> String {
         let digest = Sha256::digest(client.as_bytes());
         format!("client:h{}", &hex::encode(digest)[..16])
     }
+}
+
+/// The rule id of a client's fair-share limit on one route: `<rule_id_for(client)>:route:<route>`,
+/// the route replaced by `h<first 16 hex digits of its SHA-256>` when it is not valid in a rule
+/// id (any route with a `/`, so in practice always), and both hashed when the whole is too long.
+pub fn route_rule_id_for(client: &str, route: &str) -> String {
+    let hashed = |s: &str| format!("h{}", &hex::encode(Sha256::digest(s.as_bytes()))[..16]);
+    let route_part = if route
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        route.to_owned()
+    } else {
+        hashed(route)
+    };
+    let id = format!("{}:route:{route_part}", rule_id_for(client));
+    if id.len() <= sluice_core::policy::MAX_RULE_ID_LEN {
+        id
+    } else {
+        format!("client:{}:route:{}", hashed(client), hashed(route))
+    }
+}
+
+/// A client's demand on a route, per minute: the 95th percentile (nearest rank) of its requests
+/// in the minutes it used the route, as its own limit is sized on the p95 of its active minutes.
+fn route_demand(minutes: &[(Timestamp, u32)]) -> f64 {
+    let mut counts: Vec<u32> = minutes.iter().map(|(_, n)| *n).collect();
+    if counts.is_empty() {
+        return 0.0;
+    }
+    counts.sort_unstable();
+    let rank = ((counts.len() as f64 * 0.95).ceil() as usize).clamp(1, counts.len());
+    f64::from(counts[rank - 1])
 }
 
 /// Whether `a` differs materially from `b`: another algorithm, unit or shadow flag, or a steady
@@ -397,6 +464,9 @@ async fn fold_reputations(
     Ok(reps)
 }
 
+/// Per-minute request counts, by minute.
+type Minutes = Vec<(Timestamp, u32)>;
+
 /// What the step knows about one client active in the backtest window.
 struct Candidate<'a> {
     kind: ClientKind,
@@ -479,16 +549,18 @@ async fn make_suggestions(
     }
     report.clients_considered = candidates.len();
 
+    /// One rule to suggest: a client's own limit, or (fair share) its limit on one route.
     struct Made<'a> {
         cand: &'a Candidate<'a>,
-        input_baseline: Option<ClientBaseline>,
-        abuse: Option<AbuseEvidence>,
-        reputation: f64,
-        capacity_factor: f64,
-        cost: Option<f64>,
+        rule_id: String,
+        /// The route of a fair-share rule.
+        route: Option<String>,
+        /// What the suggestion was made from (its evidence).
+        input: TuningInput<'a>,
         current: Option<&'a Rule>,
         suggestion: Suggestion,
-        tier: &'a TierLimits,
+        /// What it is backtested on.
+        traffic: ClientTraffic,
     }
     let mut made: Vec<Made<'_>> = Vec::new();
     for cand in candidates.values() {
@@ -537,9 +609,9 @@ async fn make_suggestions(
         let input = TuningInput {
             selector,
             tier,
-            baseline: baseline.clone(),
+            baseline,
             reputation,
-            abuse: abuse.clone(),
+            abuse,
             capacity_factor,
             cost_unit: if cost.is_some() {
                 CostUnit::CostUnits
@@ -555,66 +627,173 @@ async fn make_suggestions(
         }
         made.push(Made {
             cand,
-            input_baseline: baseline,
-            abuse,
-            reputation,
-            capacity_factor,
-            cost,
+            rule_id,
+            route: None,
+            input,
             current,
             suggestion,
-            tier,
+            traffic: ClientTraffic {
+                client: cand.client.to_owned(),
+                anomalous: !cand.anomalies.is_empty(),
+                traffic: Traffic::Minutes(cand.minutes.clone()),
+                cost,
+            },
         });
     }
 
-    // Fair share under predicted overload: any route whose capacity factor is below 1.
+    // Fair share under predicted overload, per route: the total capacity among routes by class,
+    // then each overloaded route's capacity among its clients by reputation; a client-and-route
+    // rule for every client whose share is below its demand.
     if let Some(fs) = &settings.fair_share {
-        let overloaded = factors.iter().any(|f| f.factor < 1.0);
-        let capacity_rps = match factors.iter().find(|f| f.route == "*") {
-            Some(total) => total.capacity_rps,
-            None => {
-                let caps: Vec<f64> = factors.iter().filter_map(|f| f.capacity_rps).collect();
-                (!caps.is_empty()).then(|| caps.iter().sum())
+        // A capacity counts only where its factor is below 1 (predicted overload): the total
+        // (`*`) for sharing among routes, a route's own for sharing among its clients.
+        let overloaded = |f: &&store::RouteFactor| f.factor < 1.0 && f.capacity_rps.is_some();
+        let total = factors
+            .iter()
+            .filter(overloaded)
+            .find(|f| f.route == "*")
+            .and_then(|f| f.capacity_rps)
+            .map(|rps| rps * 60.0);
+        let own: HashMap<&str, f64> = factors
+            .iter()
+            .filter(overloaded)
+            .filter(|f| f.route != "*")
+            .filter_map(|f| Some((f.route.as_str(), f.capacity_rps? * 60.0)))
+            .collect();
+        if total.is_some() || !own.is_empty() {
+            let route_minutes = store::client_route_minutes(pool, window_from, through).await?;
+            let by_client: HashMap<&str, &Candidate<'_>> =
+                candidates.values().map(|c| (c.client, c)).collect();
+            // Route -> client -> its minutes on the route.
+            let mut by_route: BTreeMap<&str, BTreeMap<&str, Minutes>> = BTreeMap::new();
+            for m in &route_minutes {
+                if by_client.contains_key(m.client.as_str()) {
+                    by_route
+                        .entry(m.route.as_str())
+                        .or_default()
+                        .entry(m.client.as_str())
+                        .or_default()
+                        .push((m.minute, m.requests));
+                }
             }
-        };
-        if let (true, Some(rps)) = (overloaded, capacity_rps) {
-            let capacity = rps * 60.0;
-            let mut entries: Vec<OverloadEntry> = made
+            let reputation_of = |client: &str| {
+                reps.get(client)
+                    .map_or(settings.reputation.prior, |r| r.reputation.score)
+            };
+            let loads: Vec<RouteLoad> = by_route
                 .iter()
-                .map(|m| OverloadEntry {
-                    suggestion: m.suggestion.clone(),
-                    reputation: m.reputation,
+                .map(|(route, clients)| RouteLoad {
+                    route: (*route).to_owned(),
                     priority: settings
-                        .client_priority
-                        .get(m.cand.client)
+                        .route_priority
+                        .get(*route)
                         .copied()
                         .unwrap_or(PriorityClass::Normal),
+                    capacity: own.get(route).copied(),
+                    clients: clients
+                        .iter()
+                        .map(|(client, minutes)| Demand {
+                            id: (*client).to_owned(),
+                            demand: route_demand(minutes),
+                            reputation: reputation_of(client),
+                            priority: PriorityClass::Normal,
+                        })
+                        .collect(),
                 })
                 .collect();
-            let demand: f64 = entries
+            let shares = share_by_route(total, &loads, fs);
+            let own_limit: HashMap<&str, Limit> = made
                 .iter()
-                .map(|e| e.suggestion.limit.per_minute())
-                .sum();
-            let allocations = apply_fair_share(capacity, &mut entries, fs);
-            let cut = allocations
-                .iter()
-                .filter(|a| a.allocated + 1e-9 < a.demand)
-                .count();
-            for (m, e) in made.iter_mut().zip(entries) {
-                m.suggestion = e.suggestion;
+                .map(|m| (m.cand.client, m.suggestion.limit))
+                .collect();
+            let mut summary = FairShareSummary {
+                capacity_per_minute: total,
+                demand_per_minute: shares.iter().map(|s| s.demand).sum(),
+                cut: 0,
+                routes: Vec::new(),
+            };
+            let mut route_rules = Vec::new();
+            for share in &shares {
+                if share.shared.is_some() {
+                    summary.routes.push(RouteShareSummary {
+                        route: share.route.clone(),
+                        priority: share.priority,
+                        demand_per_minute: share.demand,
+                        capacity_per_minute: share.capacity,
+                        granted_per_minute: share.granted,
+                        shared_per_minute: share.shared,
+                        clients: share.allocations.len(),
+                        cut: share.cut,
+                    });
+                }
+                summary.cut += share.cut;
+                let minutes_of = &by_route[share.route.as_str()];
+                let route_factor = [share.route.as_str(), "*"]
+                    .iter()
+                    .filter_map(|r| factor_of.get(r).copied())
+                    .fold(1.0_f64, f64::min);
+                for a in share
+                    .allocations
+                    .iter()
+                    .filter(|a| a.allocated + 1e-9 < a.demand)
+                {
+                    let cand = by_client[a.id.as_str()];
+                    let Ok(selector) = Selector::client(cand.kind, cand.client) else {
+                        continue;
+                    };
+                    let rule_id = route_rule_id_for(cand.client, &share.route);
+                    let current = in_force.get(rule_id.as_str()).copied();
+                    let tier = settings.tier_of(cand.client);
+                    let minutes = minutes_of[a.id.as_str()].clone();
+                    // Confidence from data: the client's active minutes on the route.
+                    let confidence =
+                        minutes.len() as f64 / f64::from(settings.tuning.min_active_minutes.max(1));
+                    let base = own_limit.get(cand.client).copied().unwrap_or(tier.default);
+                    let suggestion = route_share_suggestion(
+                        &selector,
+                        share,
+                        base,
+                        a,
+                        current.map(|r| r.limit),
+                        confidence,
+                        &settings.tuning,
+                    );
+                    let input = TuningInput {
+                        selector: suggestion.selector.clone(),
+                        tier,
+                        baseline: baselines.get(&(cand.kind, cand.client.to_owned())).cloned(),
+                        reputation: reputation_of(cand.client),
+                        abuse: abuse_evidence(cand, 1.0),
+                        capacity_factor: route_factor,
+                        cost_unit: CostUnit::Requests,
+                        current: current.map(|r| r.limit),
+                    };
+                    route_rules.push(Made {
+                        cand,
+                        rule_id,
+                        route: Some(share.route.clone()),
+                        input,
+                        current,
+                        suggestion,
+                        traffic: ClientTraffic {
+                            client: cand.client.to_owned(),
+                            anomalous: !cand.anomalies.is_empty(),
+                            traffic: Traffic::Minutes(minutes),
+                            cost: None,
+                        },
+                    });
+                }
             }
-            report.fair_share = Some(FairShareSummary {
-                capacity_per_minute: capacity,
-                demand_per_minute: demand,
-                cut,
-            });
+            report.fair_share = Some(summary);
+            made.extend(route_rules);
         }
     }
 
     let forecast_total = forecasts.get("*").copied();
     for m in made {
         let s = &m.suggestion;
-        let rule_id = rule_id_for(m.cand.client);
-        let source = match (&m.abuse, s.basis) {
+        let rule_id = m.rule_id.clone();
+        let source = match (&m.input.abuse, s.basis) {
             (Some(a), Basis::Abuse) => format!("anomaly:{}", a.anomaly_id),
             _ => "tuner".to_owned(),
         };
@@ -645,24 +824,13 @@ async fn make_suggestions(
                 continue;
             }
         }
-        let traffic = ClientTraffic {
-            client: m.cand.client.to_owned(),
-            anomalous: !m.cand.anomalies.is_empty(),
-            traffic: Traffic::Minutes(m.cand.minutes.clone()),
-            cost: m.cost,
-        };
-        let bt = backtest(&s.limit, &[traffic], Counter::PerClient);
-        let input = TuningInput {
-            selector: s.selector.clone(),
-            tier: m.tier,
-            baseline: m.input_baseline.clone(),
-            reputation: m.reputation,
-            abuse: m.abuse.clone(),
-            capacity_factor: m.capacity_factor,
-            cost_unit: s.cost_unit,
-            current: m.current.map(|r| r.limit),
-        };
-        let evidence = Evidence::gather(&input, s, forecast_total, Some(bt.clone()));
+        let bt = backtest(
+            &s.limit,
+            std::slice::from_ref(&m.traffic),
+            Counter::PerClient,
+        );
+        let input = &m.input;
+        let evidence = Evidence::gather(input, s, forecast_total, Some(bt.clone()));
         let diff: LimitDiff = diff_limits(m.current.map(|r| &r.limit), &s.limit);
         let window_from = Timestamp::from_micros(through.micros() - hours(settings.backtest_hours));
         let summary = summarise(&bt, window_from, through);
@@ -686,17 +854,19 @@ async fn make_suggestions(
         tracing::info!(
             id = inserted.id,
             client = m.cand.client,
+            route = m.route.as_deref(),
             rule = %rule_id,
             limit = %s.limit,
             change = ?diff.change,
             "limit suggested"
         );
-        let auto_decision = auto_decide(s, m.reputation, &diff, Some(&bt), &auto);
+        let auto_decision = auto_decide(s, m.input.reputation, &diff, Some(&bt), &auto);
         report.suggestions.push(SuggestionSummary {
             id: inserted.id,
             client: m.cand.client.to_owned(),
             client_kind: m.cand.kind,
             rule_id,
+            route: m.route.clone(),
             limit: s.limit,
             cost: s.cost_unit,
             shadow: s.shadow,

@@ -12,7 +12,8 @@ use sluice_core::{ClientKind, CostUnit, Limit, Selector, Timestamp};
 use sluice_engine::detection::{DetectionLoop, DetectionOptions};
 use sluice_engine::ingest::{ingest_stream, FormatChoice, InputSource, StreamConfig};
 use sluice_engine::tuning::{
-    differs_materially, policy_with_pending, rule_id_for, tune_step, TuningSettings,
+    differs_materially, policy_with_pending, route_rule_id_for, rule_id_for, tune_step,
+    TuningSettings,
 };
 use sluice_logs::FormatName;
 use sluice_sim::{write_logs, AttackClass, AttackSpec, Labels, SimConfig, SimFormat};
@@ -392,31 +393,265 @@ async fn cost_units_and_fair_share_under_predicted_overload() {
         .iter()
         .all(|w| w.weight >= 0.25 && w.weight <= 10.0));
     assert!(!r.suggestions.is_empty());
-    assert!(r.suggestions.iter().all(|s| s.cost == CostUnit::CostUnits));
     let fs = r
         .fair_share
         .as_ref()
         .expect("fair share ran under overload");
-    assert_eq!(fs.capacity_per_minute, 2.0 * 60.0);
-    assert!(fs.demand_per_minute > fs.capacity_per_minute, "{fs:?}");
+    assert_eq!(fs.capacity_per_minute, Some(2.0 * 60.0));
+    assert!(fs.demand_per_minute > 2.0 * 60.0, "{fs:?}");
     assert!(fs.cut > 0, "{fs:?}");
-    // Cut suggestions are rounded down (at least 1 each), so the stored ones fit the capacity.
-    let total: f64 = r.suggestions.iter().map(|s| s.limit.per_minute()).sum();
-    assert!(
-        total <= fs.capacity_per_minute + r.suggestions.len() as f64,
-        "{total} > {}",
-        fs.capacity_per_minute
-    );
-    assert!(r
-        .suggestions
+    // The routes were granted at most the total together (no route has its own capacity here).
+    let granted: f64 = fs.routes.iter().filter_map(|r| r.granted_per_minute).sum();
+    assert!(granted <= 2.0 * 60.0 + 1e-6, "{fs:?}");
+    assert!(fs
+        .routes
         .iter()
-        .any(|s| s.reason.contains("predicted overload")));
+        .all(|r| r.capacity_per_minute.is_none() && r.shared_per_minute == r.granted_per_minute));
+    // The clients' own limits count cost units; every cut is a rule for the client on one route,
+    // counting requests (a route's capacity is in requests), with the fair-share reason.
+    let (routed, own): (Vec<_>, Vec<_>) = r.suggestions.iter().partition(|s| s.route.is_some());
+    assert!(!own.is_empty());
+    assert!(own.iter().all(|s| s.cost == CostUnit::CostUnits));
+    assert!(!routed.is_empty());
+    for s in &routed {
+        let route = s.route.as_deref().unwrap();
+        assert_eq!(s.basis, Basis::FairShare);
+        assert_eq!(s.cost, CostUnit::Requests);
+        assert_eq!(s.rule_id, route_rule_id_for(&s.client, route));
+        assert!(
+            s.reason
+                .starts_with(&format!("predicted overload on {route} (capacity ")),
+            "{}",
+            s.reason
+        );
+        let stored = store::suggestion(&db.pool, s.id).await.unwrap();
+        assert_eq!(
+            stored.rule.selector,
+            Selector::client(s.client_kind, &s.client)
+                .unwrap()
+                .on_route(route)
+        );
+    }
+    // Cut rules are rounded down (at least 1 each), so a route's rules fit what it shared.
+    for route in &fs.routes {
+        let rules: Vec<_> = routed
+            .iter()
+            .filter(|s| s.route.as_deref() == Some(route.route.as_str()))
+            .collect();
+        let sum: f64 = rules.iter().map(|s| s.limit.per_minute()).sum();
+        let shared = route.shared_per_minute.unwrap();
+        assert!(
+            sum <= shared + rules.len() as f64,
+            "{sum} > {shared}: {route:?}"
+        );
+    }
     // Under pressure, smooth clients get a leaky bucket rather than a token bucket.
     #[cfg(feature = "profiles")]
-    assert!(r
-        .suggestions
+    assert!(own
         .iter()
         .any(|s| matches!(s.limit, Limit::LeakyBucket { .. })));
+}
+
+/// Insert a capacity factor for `route` at `minute` (capacity in requests per second).
+async fn capacity(db: &TestDb, route: &str, minute: Timestamp, factor: f64, capacity_rps: f64) {
+    sqlx::query(
+        "INSERT INTO capacity_factors (route, minute, factor, utilisation, planned_rps, capacity_rps) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(route)
+    .bind(minute.to_chrono())
+    .bind(factor)
+    .bind(1.0 / factor)
+    .bind(capacity_rps / factor)
+    .bind(capacity_rps)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn fair_share_per_route_keeps_critical_routes_and_cuts_low_reputation_clients_first() {
+    use sluice_core::reputation::Reputation;
+    use sluice_core::tuning::fairshare::PriorityClass;
+    use sluice_core::{AccessRecord, ClientId};
+    use sluice_store::BatchBuilder;
+
+    let db = TestDb::new().await;
+    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0).unwrap();
+    let end = min(t0, 60);
+    // An hour of traffic: ak_good and ak_bad each send 30 requests a minute (one every 2 s) to
+    // /v1/payments and to /v1/reports.
+    let mut batch = BatchBuilder::new("edge-1");
+    for m in 0..60 {
+        for client in ["ak_good", "ak_bad"] {
+            for route in ["/v1/payments", "/v1/reports"] {
+                for i in 0..30 {
+                    batch.push(&AccessRecord {
+                        ts: Timestamp::from_micros(min(t0, m).micros() + i * 2_000_000),
+                        method: Some("POST".into()),
+                        path: route.into(),
+                        route: Some(route.into()),
+                        status: 200,
+                        client: Some(ClientId {
+                            kind: ClientKind::ApiKey,
+                            value: client.into(),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    IngestWriter::new(db.pool.clone())
+        .write(batch.finish(None, "ndjson"))
+        .await
+        .unwrap();
+    // Their standing: ak_good trusted (0.95), ak_bad not (0.1: its weight is the minimum 0.05).
+    let cfg = sluice_core::reputation::ReputationConfig::default();
+    let standing = |score| store::StoredReputation {
+        client_kind: ClientKind::ApiKey,
+        reputation: Reputation {
+            score,
+            ..Reputation::new(t0, &cfg)
+        },
+    };
+    let updates: Vec<store::ReputationUpdate> = [("ak_good", 0.95), ("ak_bad", 0.1)]
+        .into_iter()
+        .map(|(client, score)| store::ReputationUpdate {
+            client: client.into(),
+            state: standing(score),
+            events: Vec::new(),
+        })
+        .collect();
+    store::save_reputations(&db.pool, &updates).await.unwrap();
+
+    let s = TuningSettings {
+        fair_share: Some(Default::default()),
+        route_priority: [
+            ("/v1/payments".to_owned(), PriorityClass::Critical),
+            ("/v1/reports".to_owned(), PriorityClass::BestEffort),
+        ]
+        .into(),
+        ..TuningSettings::default()
+    };
+
+    // No predicted overload: nobody is squeezed.
+    let r = tune_step(&db.pool, &s, end).await.unwrap();
+    assert!(r.suggested);
+    assert!(r.fair_share.is_none(), "{:?}", r.fair_share);
+    assert!(r.suggestions.is_empty(), "{:#?}", r.suggestions);
+    assert_eq!(
+        r.tier_default, 2,
+        "too little history for limits of their own"
+    );
+
+    // Predicted overload: in all 105/min for 120/min of demand; payments (critical) could take
+    // 90/min, reports (best effort) 60/min.
+    let at = min(end, 10);
+    capacity(&db, "*", at, 0.8, 1.75).await;
+    capacity(&db, "/v1/payments", at, 0.9, 1.5).await;
+    capacity(&db, "/v1/reports", at, 0.5, 1.0).await;
+    let r = tune_step(&db.pool, &s, min(end, 15)).await.unwrap();
+    assert!(r.suggested);
+    let fs = r.fair_share.as_ref().expect("fair share ran");
+    assert_eq!(fs.capacity_per_minute, Some(105.0));
+    assert_eq!(fs.demand_per_minute, 120.0);
+    assert_eq!(fs.cut, 1, "{fs:#?}");
+    let summary: Vec<_> = fs
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.route.as_str(),
+                r.priority,
+                r.demand_per_minute,
+                r.capacity_per_minute,
+                r.granted_per_minute,
+                r.shared_per_minute,
+                r.clients,
+                r.cut,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            // The critical route keeps all it needs; the best-effort route gets what is left
+            // (45/min, below its own 60) ...
+            (
+                "/v1/payments",
+                PriorityClass::Critical,
+                60.0,
+                Some(90.0),
+                Some(60.0),
+                Some(60.0),
+                2,
+                0
+            ),
+            (
+                "/v1/reports",
+                PriorityClass::BestEffort,
+                60.0,
+                Some(60.0),
+                Some(45.0),
+                Some(45.0),
+                2,
+                1
+            ),
+        ]
+    );
+    // ... and there the low-reputation client gives up the missing 15/min: ak_good keeps its 30,
+    // ak_bad gets 15. One rule, for ak_bad on /v1/reports only.
+    assert_eq!(r.suggestions.len(), 1, "{:#?}", r.suggestions);
+    let sug = &r.suggestions[0];
+    assert_eq!(sug.client, "ak_bad");
+    assert_eq!(sug.route.as_deref(), Some("/v1/reports"));
+    assert_eq!(sug.basis, Basis::FairShare);
+    assert_eq!(sug.rule_id, route_rule_id_for("ak_bad", "/v1/reports"));
+    // The tier default's shape at the share.
+    assert_eq!(
+        sug.limit,
+        Limit::TokenBucket {
+            rate: 15,
+            window_seconds: 60,
+            burst: 15
+        }
+    );
+    assert!(
+        sug.reason.starts_with(
+            "predicted overload on /v1/reports (capacity 45/min shared among its clients): \
+             best_effort class under overload: fair share 15.0 of 30.0/min (weight 0.05"
+        ),
+        "{}",
+        sug.reason
+    );
+    // Backtested on ak_bad's traffic on the route: 30 a minute against 15 a minute.
+    assert_eq!(sug.backtest.requests, 60 * 30);
+    assert!(
+        sug.backtest.rejected >= 60 * 14 && sug.backtest.rejected <= 60 * 15 + 15,
+        "{:?}",
+        sug.backtest
+    );
+    let stored = store::suggestion(&db.pool, sug.id).await.unwrap();
+    assert_eq!(stored.state, "pending");
+    assert!(!stored.abusive);
+    assert_eq!(stored.client.as_deref(), Some("ak_bad"));
+    assert_eq!(
+        stored.rule.selector,
+        Selector::client(ClientKind::ApiKey, "ak_bad")
+            .unwrap()
+            .on_route("/v1/reports")
+    );
+    assert_eq!(stored.rule.cost, CostUnit::Requests);
+    let policy = policy_with_pending(&db.pool).await.unwrap();
+    assert_eq!(policy.rules().len(), 1);
+
+    // Same traffic and capacity on the next round: no churn.
+    let r = tune_step(&db.pool, &s, min(end, 30)).await.unwrap();
+    assert!(r.suggested);
+    assert!(r.suggestions.is_empty(), "{:#?}", r.suggestions);
+    assert_eq!(r.unchanged, 1);
+    assert_eq!(store::pending(&db.pool).await.unwrap().len(), 1);
 }
 
 #[test]
@@ -441,6 +676,33 @@ fn rule_ids_and_material_changes() {
     }
     let long = "k".repeat(200);
     assert!(rule_id_for(&long).starts_with("client:h"));
+
+    // Fair-share rules: the client's id, then the route (hashed: a route has slashes).
+    let id = route_rule_id_for("ak_1", "/v1/reports");
+    assert!(id.starts_with("client:ak_1:route:h"), "{id}");
+    assert_eq!(id.len(), "client:ak_1:route:h".len() + 16);
+    assert_eq!(
+        id,
+        route_rule_id_for("ak_1", "/v1/reports"),
+        "deterministic"
+    );
+    assert_ne!(id, route_rule_id_for("ak_1", "/v1/payments"));
+    assert_ne!(id, route_rule_id_for("ak_2", "/v1/reports"));
+    let id = route_rule_id_for("user name", "/v1/reports");
+    assert!(
+        id.starts_with("client:h") && id.contains(":route:h"),
+        "{id}"
+    );
+    let id = route_rule_id_for(&"k".repeat(120), "/v1/reports");
+    assert!(id.len() <= sluice_core::policy::MAX_RULE_ID_LEN, "{id}");
+    for id in [
+        route_rule_id_for("ak_1", "/v1/items/{id}"),
+        route_rule_id_for("10.0.0.1", "/"),
+    ] {
+        let mut r = rule(&id, 10);
+        r.selector = r.selector.on_route("/v1/items/{id}");
+        Policy::new(vec![r]).unwrap();
+    }
 
     // (rate a, rate b, min_change, differs)
     let cases: &[(u64, u64, f64, bool)] = &[
@@ -490,6 +752,22 @@ fn settings_are_checked() {
     assert_eq!(s.tuning.min_active_minutes, 30);
     assert_eq!(s.suggestion_ttl_hours, 2.0);
     assert!(s.fair_share.is_some() && s.cost_units.is_none());
+    let json = r#"{"fair_share": {}, "route_priority": {"/v1/payments": "critical", "/v1/reports": "best_effort"}}"#;
+    let s: TuningSettings = serde_json::from_str(json).unwrap();
+    assert_eq!(s.check(), Ok(()));
+    assert_eq!(
+        s.route_priority.get("/v1/reports"),
+        Some(&sluice_core::tuning::fairshare::PriorityClass::BestEffort)
+    );
+    let mut s = TuningSettings::default();
+    s.route_priority.insert(
+        "v1/payments".into(),
+        sluice_core::tuning::fairshare::PriorityClass::Critical,
+    );
+    assert_eq!(
+        s.check(),
+        Err("route_priority: \"v1/payments\" is not a normalised route (expected a path starting with /)".into())
+    );
     let bad = serde_json::from_str::<TuningSettings>(r#"{"ttl": 1}"#).unwrap_err();
     assert!(bad.to_string().contains("unknown field `ttl`"), "{bad}");
 }

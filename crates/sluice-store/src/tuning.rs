@@ -239,6 +239,47 @@ pub async fn client_route_requests(
     .await?)
 }
 
+/// One client's requests on one route in one minute (from `access_log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRouteMinute {
+    pub client: String,
+    pub route: String,
+    pub minute: Timestamp,
+    pub requests: u32,
+}
+
+/// Every client's requests per route and minute over `[from, to)`, counted from the raw records
+/// (`access_log`; records without a client are left out): what fair share sizes a client's
+/// demand on a route by, and what a client-and-route rule is backtested on. Ordered by client,
+/// route, minute.
+pub async fn client_route_minutes(
+    pool: &PgPool,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<ClientRouteMinute>> {
+    // Minutes by the epoch, whatever the session's time zone.
+    let mut rows = sqlx::query(
+        "SELECT client, route, \
+                to_timestamp(floor(extract(epoch FROM ts) / 60) * 60) AS minute, count(*) \
+         FROM access_log WHERE ts >= $1 AND ts < $2 AND client IS NOT NULL \
+         GROUP BY client, route, minute ORDER BY client, route, minute",
+    )
+    .bind(to_chrono(from))
+    .bind(to_chrono(to))
+    .fetch(pool);
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        let minute: DateTime<Utc> = row.try_get(2)?;
+        out.push(ClientRouteMinute {
+            client: row.try_get(0)?,
+            route: row.try_get(1)?,
+            minute: from_chrono(minute),
+            requests: sat_u32(row.try_get(3)?),
+        });
+    }
+    Ok(out)
+}
+
 /// A route's capacity factor as the forecast loop last stored it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteFactor {

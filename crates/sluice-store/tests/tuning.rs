@@ -111,6 +111,21 @@ async fn inputs_are_read_over_a_log_time_range() {
             ("ak_b".to_owned(), "/export".to_owned(), 1)
         ]
     );
+    let per_minute = tuning::client_route_minutes(&db.pool, t(0, 0), t(2, 0))
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, Timestamp, u32)> = per_minute
+        .iter()
+        .map(|m| (m.client.as_str(), m.route.as_str(), m.minute, m.requests))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ak_a", "/items", t(0, 0), 3),
+            ("ak_a", "/items", t(1, 0), 5),
+            ("ak_b", "/export", t(1, 0), 1)
+        ]
+    );
 }
 
 fn anomaly(client: &str, kind: &str, first: Timestamp, open: bool, members: &[&str]) -> AnomalyRow {

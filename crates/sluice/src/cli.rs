@@ -450,7 +450,7 @@ pub struct ReplayArgs {
 pub struct TuningArgs {
     /// Tuning settings, TOML (or JSON when the name ends in .json): `tuning`, `reputation`,
     /// `default_tier`, `tiers`, `client_tiers`, `suggestion_ttl_hours`, `backtest_hours`,
-    /// `suggest_every_minutes`, `min_change`, `fair_share`, `client_priority`, `cost_units`
+    /// `suggest_every_minutes`, `min_change`, `fair_share`, `route_priority`, `cost_units`
     /// (docs/tuning.md); every field is optional.
     #[arg(long, env = "SLUICE_TUNING_CONFIG", value_name = "FILE")]
     pub tuning_config: Option<PathBuf>,

@@ -5,6 +5,9 @@
 //! Within a class, every client whose demand fits under the common water level gets its whole
 //! demand; the others get `level * weight`. Raising reputation raises the weight, so
 //! low-reputation clients give up capacity first.
+//!
+//! [`share_by_route`] applies it on two levels: the total capacity among routes (by class),
+//! then each overloaded route's capacity among the clients of that route (by reputation).
 
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +168,119 @@ pub fn fair_share(capacity: f64, demands: &[Demand], cfg: &FairShareConfig) -> V
                 weight: weights[i],
                 priority: d.priority,
                 reason,
+            }
+        })
+        .collect()
+}
+
+/// The clients of one route under predicted overload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteLoad {
+    /// The normalised route (`/v1/payments`).
+    pub route: String,
+    pub priority: PriorityClass,
+    /// The route's own predicted capacity per minute, when it is overloaded (capacity factor
+    /// below 1) and the capacity is known; `None` otherwise.
+    pub capacity: Option<f64>,
+    /// Each client's demand on the route (`id` = the client; the `priority` field is ignored:
+    /// every client of a route has the route's class).
+    pub clients: Vec<Demand>,
+}
+
+/// How one route's capacity was shared among its clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteShare {
+    pub route: String,
+    pub priority: PriorityClass,
+    /// Sum of its clients' demands, per minute.
+    pub demand: f64,
+    /// Its own capacity (as given).
+    pub capacity: Option<f64>,
+    /// What sharing the total capacity among routes granted it (`None` when the total was not
+    /// known or all routes' demand fitted in it).
+    pub granted: Option<f64>,
+    /// The capacity its clients shared: the lower of `capacity` and `granted`, `None` when
+    /// neither applies (nobody is cut).
+    pub shared: Option<f64>,
+    /// One per client, in input order.
+    pub allocations: Vec<Allocation>,
+    /// Clients granted less than their demand.
+    pub cut: usize,
+}
+
+/// Two-level fair share under predicted overload:
+///
+/// 1. When `total` (the capacity of all routes together, per minute) is known and the routes'
+///    demands add up to more, it is shared among the routes by [`fair_share`] with each route's
+///    class (critical routes in full first, best-effort routes get what is left; routes of one
+///    class share by max-min with equal weights).
+/// 2. Each route whose capacity (its own, or what step 1 granted it, whichever is lower) is
+///    below its demand shares it among its clients by [`fair_share`] weighted by reputation.
+///
+/// A route with neither an own capacity nor a grant, or whose demand fits, grants every client
+/// its full demand. Routes come back in input order.
+pub fn share_by_route(
+    total: Option<f64>,
+    routes: &[RouteLoad],
+    cfg: &FairShareConfig,
+) -> Vec<RouteShare> {
+    let demand_of = |r: &RouteLoad| -> f64 { r.clients.iter().map(|c| c.demand.max(0.0)).sum() };
+    let demands: Vec<f64> = routes.iter().map(demand_of).collect();
+    let all: f64 = demands.iter().sum();
+    let granted: Vec<Option<f64>> = match total {
+        Some(t) if all > t => {
+            let per_route: Vec<Demand> = routes
+                .iter()
+                .zip(&demands)
+                .map(|(r, &d)| Demand {
+                    id: r.route.clone(),
+                    demand: d,
+                    reputation: 1.0,
+                    priority: r.priority,
+                })
+                .collect();
+            fair_share(t, &per_route, cfg)
+                .into_iter()
+                .map(|a| Some(a.allocated))
+                .collect()
+        }
+        _ => vec![None; routes.len()],
+    };
+    routes
+        .iter()
+        .zip(demands)
+        .zip(granted)
+        .map(|((r, demand), granted)| {
+            let shared = match (r.capacity, granted) {
+                (Some(c), Some(g)) => Some(c.min(g)),
+                (c, g) => c.or(g),
+            };
+            let clients: Vec<Demand> = r
+                .clients
+                .iter()
+                .map(|c| Demand {
+                    priority: r.priority,
+                    ..c.clone()
+                })
+                .collect();
+            let allocations = match shared {
+                Some(cap) if demand > cap => fair_share(cap.max(0.0), &clients, cfg),
+                // Room for everyone: a capacity far above the demand grants each its demand.
+                _ => fair_share(f64::INFINITY, &clients, cfg),
+            };
+            let cut = allocations
+                .iter()
+                .filter(|a| a.allocated + 1e-9 < a.demand)
+                .count();
+            RouteShare {
+                route: r.route.clone(),
+                priority: r.priority,
+                demand,
+                capacity: r.capacity,
+                granted,
+                shared,
+                allocations,
+                cut,
             }
         })
         .collect()
@@ -338,5 +454,181 @@ mod tests {
         let got = fair_share(0.0, &demands, &FairShareConfig::default());
         assert_eq!(got[0].allocated, 0.0);
         check_properties(0.0, &demands, &got);
+    }
+
+    type Client<'a> = (&'a str, f64, f64);
+    type RouteCase<'a> = (&'a str, PriorityClass, Option<f64>, &'a [Client<'a>]);
+    /// (route, granted, shared, allocations in client order)
+    type RouteWant<'a> = (&'a str, Option<f64>, Option<f64>, &'a [f64]);
+    /// (name, total, routes, wanted)
+    type ShareCase<'a> = (
+        &'a str,
+        Option<f64>,
+        &'a [RouteCase<'a>],
+        &'a [RouteWant<'a>],
+    );
+
+    #[test]
+    fn share_by_route_serves_route_classes_then_shares_each_route_by_reputation() {
+        use PriorityClass::{BestEffort, Critical, Normal};
+        let cases: &[ShareCase] = &[
+            (
+                // The engine test's numbers: the total (105) does not cover both routes (120):
+                // payments (critical) keeps its 60, reports (best effort) gets 45, below its
+                // own 60, and its low-reputation client gives up the 15 missing.
+                "critical keeps, best effort sheds its low-reputation client first",
+                Some(105.0),
+                &[
+                    (
+                        "/v1/payments",
+                        Critical,
+                        Some(120.0),
+                        &[("good", 30.0, 0.95), ("bad", 30.0, 0.1)],
+                    ),
+                    (
+                        "/v1/reports",
+                        BestEffort,
+                        Some(60.0),
+                        &[("good", 30.0, 0.95), ("bad", 30.0, 0.1)],
+                    ),
+                ],
+                &[
+                    ("/v1/payments", Some(60.0), Some(60.0), &[30.0, 30.0]),
+                    ("/v1/reports", Some(45.0), Some(45.0), &[30.0, 15.0]),
+                ],
+            ),
+            (
+                // No total known: each route's own capacity, weighted by reputation (weights 1
+                // and 0.25, level 80).
+                "own capacity only",
+                None,
+                &[(
+                    "/a",
+                    Normal,
+                    Some(100.0),
+                    &[("good", 100.0, 1.0), ("shady", 100.0, 0.5)],
+                )],
+                &[("/a", None, Some(100.0), &[80.0, 20.0])],
+            ),
+            (
+                "demand fits the total and no route has its own capacity: nobody is cut",
+                Some(1000.0),
+                &[
+                    ("/a", BestEffort, None, &[("x", 100.0, 0.1)]),
+                    ("/b", Normal, None, &[("y", 200.0, 1.0)]),
+                ],
+                &[("/a", None, None, &[100.0]), ("/b", None, None, &[200.0])],
+            ),
+            (
+                "an own capacity below the grant wins",
+                Some(150.0),
+                &[
+                    (
+                        "/a",
+                        Normal,
+                        Some(40.0),
+                        &[("x", 50.0, 1.0), ("y", 50.0, 1.0)],
+                    ),
+                    ("/b", Normal, None, &[("z", 100.0, 1.0)]),
+                ],
+                // Routes share 150 max-min with equal weights: 75 each; /a keeps its own 40.
+                &[
+                    ("/a", Some(75.0), Some(40.0), &[20.0, 20.0]),
+                    ("/b", Some(75.0), Some(75.0), &[75.0]),
+                ],
+            ),
+            (
+                "a critical route is still bounded by its own capacity",
+                None,
+                &[(
+                    "/login",
+                    Critical,
+                    Some(30.0),
+                    &[("x", 20.0, 1.0), ("y", 20.0, 1.0)],
+                )],
+                &[("/login", None, Some(30.0), &[15.0, 15.0])],
+            ),
+            (
+                "an own capacity above the demand cuts nobody",
+                None,
+                &[("/a", Normal, Some(500.0), &[("x", 20.0, 0.0)])],
+                &[("/a", None, Some(500.0), &[20.0])],
+            ),
+            (
+                "with no capacity left, a best-effort route is shed entirely",
+                Some(50.0),
+                &[
+                    ("/pay", Critical, None, &[("x", 60.0, 1.0)]),
+                    (
+                        "/report",
+                        BestEffort,
+                        None,
+                        &[("x", 10.0, 1.0), ("y", 10.0, 0.2)],
+                    ),
+                ],
+                &[
+                    ("/pay", Some(50.0), Some(50.0), &[50.0]),
+                    ("/report", Some(0.0), Some(0.0), &[0.0, 0.0]),
+                ],
+            ),
+        ];
+        for (name, total, routes, want) in cases {
+            let loads: Vec<RouteLoad> = routes
+                .iter()
+                .map(|(route, class, cap, clients)| RouteLoad {
+                    route: (*route).into(),
+                    priority: *class,
+                    capacity: *cap,
+                    clients: clients
+                        .iter()
+                        // The given class is ignored: every client has its route's.
+                        .map(|(id, demand, rep)| d(id, *demand, *rep, BestEffort))
+                        .collect(),
+                })
+                .collect();
+            let got = share_by_route(*total, &loads, &FairShareConfig::default());
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (g, (route, granted, shared, allocs)) in got.iter().zip(want.iter()) {
+                assert_eq!(g.route, *route, "{name}");
+                let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => close(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                assert!(
+                    same(g.granted, *granted),
+                    "{name} {route}: granted {:?}",
+                    g.granted
+                );
+                assert!(
+                    same(g.shared, *shared),
+                    "{name} {route}: shared {:?}",
+                    g.shared
+                );
+                let a: Vec<f64> = g.allocations.iter().map(|a| a.allocated).collect();
+                assert_eq!(a.len(), allocs.len(), "{name} {route}");
+                for (x, y) in a.iter().zip(allocs.iter()) {
+                    assert!(close(*x, *y), "{name} {route}: {a:?} != {allocs:?}");
+                }
+                assert!(g.allocations.iter().all(|a| a.priority == g.priority));
+                let cut = g
+                    .allocations
+                    .iter()
+                    .filter(|a| a.allocated + 1e-9 < a.demand)
+                    .count();
+                assert_eq!(g.cut, cut, "{name} {route}");
+                let sum: f64 = a.iter().sum();
+                if let Some(s) = g.shared {
+                    assert!(sum <= s + 1e-9, "{name} {route}: {sum} > {s}");
+                }
+            }
+            if let Some(t) = total {
+                let sum: f64 = got
+                    .iter()
+                    .flat_map(|g| &g.allocations)
+                    .map(|a| a.allocated)
+                    .sum();
+                assert!(sum <= t + 1e-9, "{name}: {sum} > total {t}");
+            }
+        }
     }
 }
