@@ -9,10 +9,14 @@
 //! 2. **Suggestions** (when the step crosses a `suggest_every_minutes` boundary, and always on the
 //!    first step): for every client active in the last `backtest_hours`, the suggested limit
 //!    ([`sluice_core::tuning::suggest`]: abuse, confidence gating, learned baseline, capacity
-//!    factor, tier clamp, algorithm from burstiness), optionally in cost units and cut by fair
-//!    share under predicted overload; each is backtested on the client's stored minutes and kept,
-//!    with its evidence, only when it differs materially from the rule in force and from the
-//!    pending suggestion for the same rule (no churn).
+//!    factor, tier clamp, algorithm from burstiness), optionally in cost units; under predicted
+//!    overload with fair share on, a rule for a client on one route for every client whose fair
+//!    share of that route is below its demand
+//!    ([`sluice_core::tuning::fairshare::share_by_route`]: the total among routes by priority
+//!    class, then each route among its clients by reputation). Each is backtested on the client's
+//!    stored minutes (on that route, for a route rule) and kept, with its evidence, only when it
+//!    differs materially from the rule in force and from the pending suggestion for the same rule
+//!    (no churn).
 //! 3. **Expiry**: pending suggestions past their deadline (log time) expire.
 //! 4. **Reverts**: approved temporary limits past `temporary_until` are reverted (the rule they
 //!    replaced is restored, or the rule removed) in one transaction with the suggestion's

@@ -1,7 +1,7 @@
 //! The tuning step's reads and writes: what it reads over a log-time range (per-client minute
 //! counters from `rollup_client_minute`, anomalies naming each client, client baselines from
-//! `client_profiles`, route cost statistics from `rollup_route_minute`, the latest capacity
-//! factors), the reputation state and its events, limit suggestions (inserted, superseded,
+//! `client_profiles`, route cost statistics from `rollup_route_minute`, each client's requests
+//! per route and minute from `access_log` for fair share, the latest capacity factors), the reputation state and its events, limit suggestions (inserted, superseded,
 //! expired, reverted), the auto-approval configuration and the tuning cursor.
 //!
 //! Invariants: at most one pending suggestion per rule id (the unique index
