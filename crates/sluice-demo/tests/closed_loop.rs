@@ -10,7 +10,6 @@ use sluice_demo::run::{render_report, run, DemoConfig};
 use sluice_store::testing::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7 open: the tuner does not yet apply auto-approval, so the loop cannot close without an administrator; run with --ignored once it does"]
 async fn a_short_demo_closes_the_loop() {
     let db = TestDb::new().await;
     let dir = tempfile_dir();
