@@ -76,6 +76,11 @@ pub struct TuningConfig {
     pub abusive_reputation: f64,
     /// An abusive client's limit is at most this share of its attack rate.
     pub abuse_cut: f64,
+    /// An abusive client with no normal traffic to keep (no pre-attack rate and no baseline of at
+    /// least `min_active_minutes`) gets this many requests per `abuse_without_history_window_seconds`:
+    /// all it ever sent is the abuse, so the limit all but blocks it.
+    pub abuse_without_history_rate: u64,
+    pub abuse_without_history_window_seconds: u64,
     /// Suggested limits that tighten the limit in force start in shadow mode.
     pub shadow_tightening: bool,
 }
@@ -93,6 +98,8 @@ impl Default for TuningConfig {
             abusive_anomaly_score: 0.8,
             abusive_reputation: 0.3,
             abuse_cut: 0.5,
+            abuse_without_history_rate: 1,
+            abuse_without_history_window_seconds: 600,
             shadow_tightening: true,
         }
     }
@@ -237,9 +244,11 @@ fn fmt_rate(x: f64) -> String {
 ///
 /// 1. **Abuse**: an open anomaly with score >= `abusive_anomaly_score`, or any open anomaly while
 ///    the reputation is below `abusive_reputation`, makes the client abusive: its limit is its
-///    pre-attack rate (or baseline p95, or the tier floor without either), raised to the tier
-///    floor, then cut to at most `abuse_cut` of its attack rate so the abuse stops; sliding window
-///    log; confidence is the anomaly's score.
+///    pre-attack rate (or the p95 of a baseline with at least `min_active_minutes`), raised to the
+///    tier floor, then cut to at most `abuse_cut` of its attack rate so the abuse stops; without
+///    either it has no normal traffic to keep and gets `abuse_without_history_rate` per
+///    `abuse_without_history_window_seconds`; sliding window log; confidence is the anomaly's
+///    score.
 /// 2. **Confidence gating**: fewer than `min_active_minutes` active minutes gives the tier default
 ///    (scaled by the capacity factor, never below the tier floor).
 /// 3. **Learned**: need = p95; high = [`normal_high`]; the target is `high * (1 + headroom)` with
@@ -284,8 +293,25 @@ pub fn suggest(input: &TuningInput<'_>, cfg: &TuningConfig) -> Suggestion {
             ));
             let (base, from) = match (a.pre_attack_per_minute, &input.baseline) {
                 (Some(pre), _) => (pre, "pre-attack rate"),
-                (None, Some(b)) => (b.requests_p95, "baseline p95"),
-                (None, None) => (floor, "tier floor"),
+                (None, Some(b)) if b.active_minutes >= cfg.min_active_minutes => {
+                    (b.requests_p95, "baseline p95")
+                }
+                _ => {
+                    // Nothing but the attack to learn from (a baseline of a few minutes is the
+                    // attack's own): there is no legitimate need to keep.
+                    let limit = Limit::SlidingWindowLog {
+                        rate: cfg.abuse_without_history_rate.max(1),
+                        window_seconds: cfg.abuse_without_history_window_seconds.max(1),
+                    };
+                    reasons.push(format!(
+                        "no traffic before the attack and no baseline of {} active minutes: nothing legitimate to keep",
+                        cfg.min_active_minutes
+                    ));
+                    reasons.push(format!(
+                        "{limit}: exact counting, all but blocks a client whose every request was the abuse"
+                    ));
+                    return finish(limit, Basis::Abuse, score, reasons);
+                }
             };
             let mut rate = base.max(floor);
             reasons.push(format!(
@@ -837,7 +863,7 @@ mod tests {
     }
 
     #[test]
-    fn new_attacker_without_history_gets_the_floor_or_half_its_attack() {
+    fn new_attacker_without_history_is_all_but_blocked_or_gets_half_its_attack() {
         let mut c = case("flood", None);
         c.abuse = Some(AbuseEvidence {
             anomaly_id: 1,
@@ -850,13 +876,37 @@ mod tests {
             c,
             Expect {
                 limit: Limit::SlidingWindowLog {
-                    rate: 10,
-                    window_seconds: 60,
+                    rate: 1,
+                    window_seconds: 600,
                 },
                 basis: Basis::Abuse,
                 confidence: 0.9,
                 shadow: false,
-                reasons: &["limit at its tier floor 10/min"],
+                reasons: &[
+                    "no traffic before the attack and no baseline of 60 active minutes: nothing legitimate to keep",
+                ],
+            },
+        );
+        // A baseline of a few minutes is the attack's own: the same.
+        let mut c = case("young flood", Some(baseline(8, 450.0, 30.0, 500.0, 90.0)));
+        c.abuse = Some(AbuseEvidence {
+            anomaly_id: 3,
+            kind: AnomalyKind::Flood,
+            score: 0.9,
+            attack_per_minute: 500.0,
+            pre_attack_per_minute: None,
+        });
+        check(
+            c,
+            Expect {
+                limit: Limit::SlidingWindowLog {
+                    rate: 1,
+                    window_seconds: 600,
+                },
+                basis: Basis::Abuse,
+                confidence: 0.9,
+                shadow: false,
+                reasons: &["nothing legitimate to keep"],
             },
         );
         // A slow attacker whose attack rate is below the floor still gets cut below it.
