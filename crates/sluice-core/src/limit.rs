@@ -212,6 +212,22 @@ impl Cidr {
         }
     }
 
+    /// The network of `prefix` bits that holds `addr` (host bits cleared); the prefix is capped
+    /// at the address family's length.
+    pub fn network_of(addr: IpAddr, prefix: u8) -> Cidr {
+        let (addr, prefix) = match addr {
+            IpAddr::V4(a) => {
+                let p = prefix.min(32);
+                (IpAddr::V4((u32::from(a) & mask_v4(p)).into()), p)
+            }
+            IpAddr::V6(a) => {
+                let p = prefix.min(128);
+                (IpAddr::V6((u128::from(a) & mask_v6(p)).into()), p)
+            }
+        };
+        Cidr { addr, prefix }
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.addr
     }

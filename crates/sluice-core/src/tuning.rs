@@ -7,6 +7,7 @@
 //! All rates are per minute unless a name says otherwise.
 
 pub mod backtest;
+pub mod campaign;
 pub mod fairshare;
 
 use serde::{Deserialize, Serialize};

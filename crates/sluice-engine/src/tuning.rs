@@ -28,6 +28,7 @@
 //! expiry and reverts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,16 +37,18 @@ use sluice_core::approval::{
     auto_decide, diff_limits, may_enforce_after_shadow, AutoApprovalConfig, AutoDecision, Change,
     Evidence, LimitDiff,
 };
+use sluice_core::limit::{Cidr, IpMatch};
 use sluice_core::policy::{Policy, Rule};
 use sluice_core::reputation::{MinuteCounters, Reputation, ReputationConfig};
 use sluice_core::time::{MICROS_PER_MINUTE, MICROS_PER_SEC};
 use sluice_core::tuning::backtest::{backtest, BacktestReport, ClientTraffic, Counter, Traffic};
+use sluice_core::tuning::campaign::{campaign_nets, SubnetConfig};
 use sluice_core::tuning::fairshare::{
     share_by_route, Demand, FairShareConfig, PriorityClass, RouteLoad,
 };
 use sluice_core::tuning::{
-    route_cost_weights, route_share_suggestion, suggest, AbuseEvidence, Basis, CostWeightConfig,
-    RouteCost, Suggestion, TierLimits, TuningConfig, TuningInput,
+    route_cost_weights, route_share_suggestion, suggest, AbuseEvidence, Basis, ClientBaseline,
+    CostWeightConfig, RouteCost, Suggestion, TierLimits, TuningConfig, TuningInput,
 };
 use sluice_core::{AnomalyState, ClientKind, CostUnit, Limit, Selector, Timestamp};
 use sluice_store::tuning::{
@@ -85,6 +88,8 @@ pub struct TuningSettings {
     pub route_priority: BTreeMap<String, PriorityClass>,
     /// Count cost units (route weights) instead of requests; `None` turns it off.
     pub cost_units: Option<CostWeightConfig>,
+    /// When a campaign's network gets one limit with a shared counter.
+    pub campaign_subnets: SubnetConfig,
 }
 
 /// The tier every client gets unless configured: token bucket of 600 per minute with a burst of
@@ -117,6 +122,7 @@ impl Default for TuningSettings {
             fair_share: None,
             route_priority: BTreeMap::new(),
             cost_units: None,
+            campaign_subnets: SubnetConfig::default(),
         }
     }
 }
@@ -143,6 +149,7 @@ impl TuningSettings {
         if self.min_change.is_nan() || self.min_change < 0.0 {
             return Err("min_change must be at least 0".into());
         }
+        self.campaign_subnets.check()?;
         if let Some(route) = self.route_priority.keys().find(|r| !r.starts_with('/')) {
             return Err(format!(
                 "route_priority: {route:?} is not a normalised route (expected a path starting with /)"
@@ -240,6 +247,9 @@ pub struct TuneReport {
     pub fair_share: Option<FairShareSummary>,
     /// Route cost weights, when limits count cost units.
     pub cost_weights: Vec<RouteCost>,
+    /// Campaign networks given no limit because an established client lives there, as
+    /// `(anomaly id, network, established client)`.
+    pub campaign_nets_spared: Vec<(i64, String, String)>,
     pub expired: Vec<i64>,
     pub reverted: Vec<i64>,
     /// Suggestions the auto-approval rules approved in this step.
@@ -553,6 +563,27 @@ async fn make_suggestions(
     }
     report.clients_considered = candidates.len();
 
+    // Campaign networks: enough of one open campaign's addresses in one network, and no
+    // established client there, get one limit with a shared counter (a candidate of its own).
+    let plans = plan_campaign_nets(&anomalies, &candidates, &baselines, reps, settings, report);
+    let net_cands: Vec<Candidate<'_>> = plans
+        .iter()
+        .map(|p| {
+            let mut per_minute: BTreeMap<Timestamp, u32> = BTreeMap::new();
+            for c in &p.clients {
+                for &(m, n) in &c.minutes {
+                    *per_minute.entry(m).or_default() += n;
+                }
+            }
+            Candidate {
+                kind: ClientKind::Ip,
+                client: p.name.as_str(),
+                minutes: per_minute.into_iter().collect(),
+                anomalies: vec![p.anomaly],
+            }
+        })
+        .collect();
+
     /// One rule to suggest: a client's own limit, or (fair share) its limit on one route.
     struct Made<'a> {
         cand: &'a Candidate<'a>,
@@ -563,8 +594,9 @@ async fn make_suggestions(
         input: TuningInput<'a>,
         current: Option<&'a Rule>,
         suggestion: Suggestion,
-        /// What it is backtested on.
-        traffic: ClientTraffic,
+        /// What it is backtested on, and whether its clients share one counter.
+        traffic: Vec<ClientTraffic>,
+        counter: Counter,
     }
     let mut made: Vec<Made<'_>> = Vec::new();
     for cand in candidates.values() {
@@ -636,12 +668,71 @@ async fn make_suggestions(
             input,
             current,
             suggestion,
-            traffic: ClientTraffic {
+            traffic: vec![ClientTraffic {
                 client: cand.client.to_owned(),
                 anomalous: !cand.anomalies.is_empty(),
                 traffic: Traffic::Minutes(cand.minutes.clone()),
                 cost,
+            }],
+            counter: Counter::PerClient,
+        });
+    }
+
+    for (plan, cand) in plans.iter().zip(&net_cands) {
+        let rule_id = subnet_rule_id(&plan.net);
+        let current = in_force.get(rule_id.as_str()).copied();
+        // Nothing in the network is established: it has no normal traffic to keep.
+        let abuse = abuse_evidence(cand, 1.0).map(|a| AbuseEvidence {
+            pre_attack_per_minute: None,
+            ..a
+        });
+        let input = TuningInput {
+            selector: Selector {
+                ip: Some(IpMatch::Net(plan.net)),
+                ..Selector::default()
             },
+            tier: &settings.default_tier,
+            baseline: None,
+            reputation: plan.reputation,
+            abuse,
+            capacity_factor: 1.0,
+            cost_unit: CostUnit::Requests,
+            current: current.map(|r| r.limit),
+        };
+        let mut suggestion = suggest(&input, &settings.tuning);
+        if suggestion.basis != Basis::Abuse {
+            continue;
+        }
+        suggestion.reasons.insert(
+            0,
+            format!(
+                "campaign anomaly {}: {} of its flagged addresses in {} ({} other new addresses active there, counted with the campaign; no established client): one counter for the whole network",
+                plan.anomaly.signal.id,
+                plan.members,
+                plan.net,
+                plan.clients.len() - plan.members
+            ),
+        );
+        made.push(Made {
+            cand,
+            rule_id,
+            route: None,
+            input,
+            current,
+            suggestion,
+            traffic: plan
+                .clients
+                .iter()
+                .map(|c| ClientTraffic {
+                    client: c.client.to_owned(),
+                    // The new addresses alongside the campaign count with it (the network holds
+                    // no established client by construction); the reasons say so.
+                    anomalous: true,
+                    traffic: Traffic::Minutes(c.minutes.clone()),
+                    cost: None,
+                })
+                .collect(),
+            counter: Counter::Shared,
         });
     }
 
@@ -779,12 +870,13 @@ async fn make_suggestions(
                         input,
                         current,
                         suggestion,
-                        traffic: ClientTraffic {
+                        traffic: vec![ClientTraffic {
                             client: cand.client.to_owned(),
                             anomalous: !cand.anomalies.is_empty(),
                             traffic: Traffic::Minutes(minutes),
                             cost: None,
-                        },
+                        }],
+                        counter: Counter::PerClient,
                     });
                 }
             }
@@ -828,11 +920,7 @@ async fn make_suggestions(
                 continue;
             }
         }
-        let bt = backtest(
-            &s.limit,
-            std::slice::from_ref(&m.traffic),
-            Counter::PerClient,
-        );
+        let bt = backtest(&s.limit, &m.traffic, m.counter);
         let input = &m.input;
         let evidence = Evidence::gather(input, s, forecast_total, Some(bt.clone()));
         let diff: LimitDiff = diff_limits(m.current.map(|r| &r.limit), &s.limit);
@@ -1002,6 +1090,114 @@ fn summarise(bt: &BacktestReport, from: Timestamp, to: Timestamp) -> BacktestSum
 /// The client's strongest open anomaly as abuse evidence: its attack rate is the busiest minute
 /// since it was first detected, its pre-attack rate the mean of the active minutes before (when
 /// there are at least five), both in the rule's unit (`scale` per request).
+/// One campaign network that gets a limit of its own.
+struct NetPlan<'a> {
+    net: Cidr,
+    /// The network as text (the suggestion's client).
+    name: String,
+    /// The campaign (one of its rows).
+    anomaly: &'a ClientAnomaly,
+    /// Flagged members in the network.
+    members: usize,
+    /// Every IP client active in the network in the window (members and new addresses).
+    clients: Vec<&'a Candidate<'a>>,
+    /// The lowest reputation among the members.
+    reputation: f64,
+}
+
+/// Rule id of a campaign network's limit: `subnet:<address>-<prefix>` (rule ids hold no `/`).
+pub fn subnet_rule_id(net: &Cidr) -> String {
+    format!("subnet:{}-{}", net.addr(), net.prefix())
+}
+
+/// The networks of open campaigns that get a limit ([`campaign_nets`]), strongest campaign first,
+/// each network once. Networks spared for an established client are recorded in the report.
+fn plan_campaign_nets<'a>(
+    anomalies: &'a [ClientAnomaly],
+    candidates: &'a BTreeMap<(&'a str, ClientKind), Candidate<'a>>,
+    baselines: &HashMap<(ClientKind, String), ClientBaseline>,
+    reps: &HashMap<String, StoredReputation>,
+    settings: &TuningSettings,
+    report: &mut TuneReport,
+) -> Vec<NetPlan<'a>> {
+    let cfg = &settings.campaign_subnets;
+    if cfg.min_members == 0 {
+        return Vec::new();
+    }
+    // Open anomalies with their IP members, strongest first.
+    let mut campaigns: BTreeMap<i64, (&ClientAnomaly, Vec<IpAddr>)> = BTreeMap::new();
+    for a in anomalies {
+        if a.signal.state != AnomalyState::Open || a.client_kind != ClientKind::Ip {
+            continue;
+        }
+        if let Ok(ip) = a.client.parse::<IpAddr>() {
+            campaigns
+                .entry(a.signal.id)
+                .or_insert_with(|| (a, Vec::new()))
+                .1
+                .push(ip);
+        }
+    }
+    let mut campaigns: Vec<_> = campaigns.into_values().collect();
+    campaigns.sort_by(|x, y| y.0.signal.score.total_cmp(&x.0.signal.score));
+    if campaigns.is_empty() {
+        return Vec::new();
+    }
+    let ip_clients: Vec<(IpAddr, &Candidate<'_>)> = candidates
+        .values()
+        .filter(|c| c.kind == ClientKind::Ip)
+        .filter_map(|c| Some((c.client.parse::<IpAddr>().ok()?, c)))
+        .collect();
+    let established = |c: &Candidate<'_>| {
+        baselines
+            .get(&(ClientKind::Ip, c.client.to_owned()))
+            .is_some_and(|b| b.active_minutes >= settings.tuning.min_active_minutes)
+    };
+    let active: Vec<(IpAddr, bool)> = ip_clients
+        .iter()
+        .map(|(ip, c)| (*ip, established(c)))
+        .collect();
+    let reputation_of = |ip: &IpAddr| {
+        reps.get(&ip.to_string())
+            .map_or(settings.reputation.prior, |r| r.reputation.score)
+    };
+    let mut planned: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for (anomaly, members) in campaigns {
+        let found = campaign_nets(&members, &active, cfg);
+        for (net, ip) in found.spared {
+            report
+                .campaign_nets_spared
+                .push((anomaly.signal.id, net.to_string(), ip.to_string()));
+        }
+        for n in found.nets {
+            let name = n.net.to_string();
+            if planned.contains(&name) {
+                continue;
+            }
+            planned.push(name.clone());
+            let clients: Vec<&Candidate<'_>> = ip_clients
+                .iter()
+                .filter(|(ip, _)| n.net.contains(*ip))
+                .map(|(_, c)| *c)
+                .collect();
+            out.push(NetPlan {
+                net: n.net,
+                name,
+                anomaly,
+                members: n.members.len(),
+                clients,
+                reputation: n
+                    .members
+                    .iter()
+                    .map(reputation_of)
+                    .fold(settings.reputation.prior.max(1.0), f64::min),
+            });
+        }
+    }
+    out
+}
+
 fn abuse_evidence(c: &Candidate<'_>, scale: f64) -> Option<AbuseEvidence> {
     let a = c
         .anomalies

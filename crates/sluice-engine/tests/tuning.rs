@@ -871,3 +871,186 @@ async fn auto_approval_shadows_the_abusive_limit_then_enforces_it() {
     .unwrap();
     assert_eq!(audited, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_lives_there() {
+    use sluice_core::limit::{Cidr, IpMatch};
+    use sluice_core::{AccessRecord, ClientId};
+    use sluice_store::detection::{upsert_anomaly, AnomalyRow};
+    use sluice_store::profiles::{write_profiles, ProfileRow};
+    use sluice_store::BatchBuilder;
+
+    let db = TestDb::new().await;
+    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0).unwrap();
+    let end = min(t0, 90);
+    let mut batch = BatchBuilder::new("edge-1");
+    let mut send = |ip: &str, from: i64, per_minute: i64, status: u16| {
+        for m in from..90 {
+            for i in 0..per_minute {
+                batch.push(&AccessRecord {
+                    ts: Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute)),
+                    method: Some("POST".into()),
+                    path: "/v1/login".into(),
+                    route: Some("/v1/login".into()),
+                    status,
+                    client: Some(ClientId {
+                        kind: ClientKind::Ip,
+                        value: ip.into(),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    };
+    // An established client (90 minutes of normal use) in 198.51.100.0/24.
+    send("198.51.100.10", 0, 5, 200);
+    // The campaign from minute 60: five flagged addresses in 203.0.113.0/24, three in
+    // 198.51.100.0/24, one in 192.0.2.0/24; an unflagged new address in 203.0.113.0/24.
+    let flagged = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "203.0.113.4",
+        "203.0.113.5",
+        "198.51.100.21",
+        "198.51.100.22",
+        "198.51.100.23",
+        "192.0.2.9",
+    ];
+    for ip in flagged {
+        send(ip, 60, 3, 401);
+    }
+    send("203.0.113.99", 70, 2, 401);
+    IngestWriter::new(db.pool.clone())
+        .write(batch.finish(None, "ndjson"))
+        .await
+        .unwrap();
+    write_profiles(
+        &db.pool,
+        end,
+        t0,
+        &[ProfileRow {
+            client_kind: ClientKind::Ip,
+            client: "198.51.100.10".into(),
+            active_minutes: 90,
+            first_seen: t0,
+            last_seen: end,
+            requests_median: 5.0,
+            requests_mad: 0.0,
+            requests_p95: 5.0,
+            peak_10s_p95: 1.0,
+            distinct_routes_median: 1.0,
+            error_share_median: 0.0,
+            hour_of_day: Vec::new(),
+        }],
+    )
+    .await
+    .unwrap();
+    let anomaly = upsert_anomaly(
+        &db.pool,
+        &AnomalyRow {
+            client_kind: ClientKind::Ip,
+            client: "203.0.113.1".into(),
+            kind: "credential_stuffing".into(),
+            score: 0.95,
+            first_detected: min(t0, 61),
+            last_flagged: min(t0, 89),
+            open: true,
+            reasons: serde_json::json!([]),
+            campaign: Some("login 401 from new addresses".into()),
+            members: flagged
+                .iter()
+                .map(|ip| (ClientKind::Ip, (*ip).to_owned()))
+                .collect(),
+            member_count: flagged.len(),
+            model_version: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let r = tune_step(&db.pool, &TuningSettings::default(), end)
+        .await
+        .unwrap();
+    // 203.0.113.0/24: one shared counter for the whole network, the unflagged address included.
+    let net: Cidr = "203.0.113.0/24".parse().unwrap();
+    let s = r
+        .suggestions
+        .iter()
+        .find(|s| s.rule_id == "subnet:203.0.113.0-24")
+        .unwrap_or_else(|| panic!("no network limit: {:#?}", r.suggestions));
+    assert_eq!(s.basis, Basis::Abuse);
+    assert_eq!(s.client, "203.0.113.0/24");
+    assert_eq!(
+        s.limit,
+        Limit::SlidingWindowLog {
+            rate: 1,
+            window_seconds: 600
+        }
+    );
+    assert!(s.reason.contains(&format!(
+        "campaign anomaly {anomaly}: 5 of its flagged addresses in 203.0.113.0/24 (1 other new addresses"
+    )));
+    // 5 addresses x 3/min x 30 min + 2/min x 20 min, all but one per 10 minutes rejected.
+    assert_eq!(s.backtest.requests, 5 * 3 * 30 + 2 * 20);
+    assert!(
+        s.backtest.rejected >= s.backtest.requests - 4,
+        "{:?}",
+        s.backtest
+    );
+    assert_eq!(s.backtest.normal_rejected, 0);
+    let stored = store::suggestion(&db.pool, s.id).await.unwrap();
+    assert_eq!(stored.rule.selector.ip, Some(IpMatch::Net(net)));
+    assert!(stored.abusive);
+    assert_eq!(stored.rule.source, Some(format!("anomaly:{anomaly}")));
+    let clients = stored.backtest.as_ref().unwrap()["clients"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(clients, 6, "the five members and the new address");
+
+    // 198.51.100.0/24 holds an established client: spared, and said so.
+    assert!(!r
+        .suggestions
+        .iter()
+        .any(|s| s.rule_id.starts_with("subnet:198.51.100")));
+    assert_eq!(
+        r.campaign_nets_spared,
+        vec![(
+            anomaly,
+            "198.51.100.0/24".to_owned(),
+            "198.51.100.10".to_owned()
+        )]
+    );
+    // One member alone in 192.0.2.0/24 is no network campaign.
+    assert!(!r
+        .suggestions
+        .iter()
+        .any(|s| s.rule_id.starts_with("subnet:192.0.2")));
+    // The flagged addresses keep their own limits.
+    assert!(r
+        .suggestions
+        .iter()
+        .any(|s| s.rule_id == "client:192.0.2.9"));
+
+    // Settings: 0 members turns network limits off; prefixes are checked.
+    let off = TuningSettings {
+        campaign_subnets: sluice_core::tuning::campaign::SubnetConfig {
+            min_members: 0,
+            ..Default::default()
+        },
+        ..TuningSettings::default()
+    };
+    assert!(off.check().is_ok());
+    let bad = TuningSettings {
+        campaign_subnets: sluice_core::tuning::campaign::SubnetConfig {
+            prefix_v4: 33,
+            ..Default::default()
+        },
+        ..TuningSettings::default()
+    };
+    assert_eq!(
+        bad.check(),
+        Err("campaign_subnets.prefix_v4 must be 1 to 32, not 33".into())
+    );
+}
