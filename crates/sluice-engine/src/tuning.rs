@@ -914,16 +914,27 @@ async fn make_suggestions(
                 continue;
             }
         }
-        if let Some(p) = pending.get(&rule_id) {
-            if !differs_materially(&rule, &p.rule, settings.min_change) {
-                report.unchanged += 1;
-                continue;
-            }
+        // Same rule as the pending suggestion: nothing new for an administrator. It is stored
+        // again (superseding the pending one) only when an auto-approval rule now approves it,
+        // say because the anomaly's score rose past the rule's confidence since: otherwise a
+        // suggestion first made on a weak signal would wait for a person however strong the
+        // evidence grew.
+        let same_as_pending = pending
+            .get(&rule_id)
+            .is_some_and(|p| !differs_materially(&rule, &p.rule, settings.min_change));
+        if same_as_pending && !auto.loosen.enabled && !auto.tighten_abusive.enabled {
+            report.unchanged += 1;
+            continue;
         }
         let bt = backtest(&s.limit, &m.traffic, m.counter);
+        let diff: LimitDiff = diff_limits(m.current.map(|r| &r.limit), &s.limit);
+        let auto_decision = auto_decide(s, m.input.reputation, &diff, Some(&bt), &auto);
+        if same_as_pending && !matches!(auto_decision, AutoDecision::Approve { .. }) {
+            report.unchanged += 1;
+            continue;
+        }
         let input = &m.input;
         let evidence = Evidence::gather(input, s, forecast_total, Some(bt.clone()));
-        let diff: LimitDiff = diff_limits(m.current.map(|r| &r.limit), &s.limit);
         let window_from = Timestamp::from_micros(through.micros() - hours(settings.backtest_hours));
         let summary = summarise(&bt, window_from, through);
         let new = NewSuggestion {
@@ -952,7 +963,6 @@ async fn make_suggestions(
             change = ?diff.change,
             "limit suggested"
         );
-        let auto_decision = auto_decide(s, m.input.reputation, &diff, Some(&bt), &auto);
         report.suggestions.push(SuggestionSummary {
             id: inserted.id,
             client: m.cand.client.to_owned(),

@@ -1054,3 +1054,114 @@ async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_l
         Err("campaign_subnets.prefix_v4 must be 1 to 32, not 33".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_abusive_limit_is_auto_approved_once_the_evidence_is_strong_enough() {
+    use sluice_core::approval::{AutoApprovalConfig, TightenAbusiveRule};
+    use sluice_core::{AccessRecord, ClientId};
+    use sluice_store::detection::{upsert_anomaly, AnomalyRow};
+    use sluice_store::BatchBuilder;
+
+    let db = TestDb::new().await;
+    let t0 = Timestamp::from_civil(2026, 3, 2, 10, 0, 0, 0, 0).unwrap();
+    let attacker = "203.0.113.50";
+    let mut batch = BatchBuilder::new("edge-1");
+    for m in 0..90 {
+        // a steady API client for the whole span, the attacker from minute 60 on
+        let mut who = vec![(ClientKind::ApiKey, "ak_steady", 10)];
+        if m >= 60 {
+            who.push((ClientKind::Ip, attacker, 100));
+        }
+        for (kind, value, per_minute) in who {
+            for i in 0..per_minute {
+                batch.push(&AccessRecord {
+                    ts: Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute)),
+                    method: Some("GET".into()),
+                    path: "/v1/items".into(),
+                    route: Some("/v1/items".into()),
+                    status: 200,
+                    client: Some(ClientId {
+                        kind,
+                        value: value.into(),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    IngestWriter::new(db.pool.clone())
+        .write(batch.finish(None, "ndjson"))
+        .await
+        .unwrap();
+    let anomaly = |score: f32| AnomalyRow {
+        client_kind: ClientKind::Ip,
+        client: attacker.into(),
+        kind: "flood".into(),
+        score,
+        first_detected: min(t0, 61),
+        last_flagged: min(t0, 74),
+        open: true,
+        reasons: serde_json::json!([]),
+        campaign: None,
+        members: vec![(ClientKind::Ip, attacker.to_owned())],
+        member_count: 0,
+        model_version: None,
+    };
+    // A weak signal first: abusive (score 0.85 >= 0.8) but below the rule's confidence (0.9).
+    let id = upsert_anomaly(&db.pool, &anomaly(0.85)).await.unwrap();
+    let auto = AutoApprovalConfig {
+        tighten_abusive: TightenAbusiveRule {
+            enabled: true,
+            ..TightenAbusiveRule::default()
+        },
+        ..AutoApprovalConfig::default()
+    };
+    sluice_store::review::set_auto_approval(&db.pool, &auto, "admin:ana")
+        .await
+        .unwrap();
+    let settings = TuningSettings::default();
+
+    let r = tune_step(&db.pool, &settings, min(t0, 75)).await.unwrap();
+    let first = r
+        .suggestions
+        .iter()
+        .find(|s| s.client == attacker)
+        .unwrap_or_else(|| panic!("{:#?}", r.suggestions));
+    assert_eq!(first.basis, Basis::Abuse);
+    assert!(r.auto_approved.is_empty(), "{:?}", r.auto_approved);
+    let first_id = first.id;
+
+    // Same evidence a round later: nothing new, nothing stored.
+    let r = tune_step(&db.pool, &settings, min(t0, 76)).await.unwrap();
+    assert!(!r.suggested);
+    let r = tune_step(&db.pool, &settings, min(t0, 90)).await.unwrap();
+    assert!(r.suggested);
+    assert!(!r.suggestions.iter().any(|s| s.client == attacker));
+    assert!(r.auto_approved.is_empty());
+
+    // The detector grows surer (0.95): the same limit is stored again and approved, in shadow.
+    assert_eq!(upsert_anomaly(&db.pool, &anomaly(0.95)).await.unwrap(), id);
+    let r = tune_step(&db.pool, &settings, min(t0, 105)).await.unwrap();
+    let again = r
+        .suggestions
+        .iter()
+        .find(|s| s.client == attacker)
+        .unwrap_or_else(|| panic!("{:#?}", r.suggestions));
+    assert_eq!(again.superseded, Some(first_id));
+    assert_eq!(again.limit, first_limit(&db, first_id).await);
+    let approved = r
+        .auto_approved
+        .iter()
+        .find(|a| a.id == again.id)
+        .unwrap_or_else(|| panic!("{:?}", r.auto_approved));
+    assert_eq!(approved.rule, "tighten_abusive");
+    assert!(approved.shadow);
+    assert_eq!(
+        store::suggestion(&db.pool, first_id).await.unwrap().state,
+        "expired"
+    );
+}
+
+async fn first_limit(db: &TestDb, id: i64) -> Limit {
+    store::suggestion(&db.pool, id).await.unwrap().rule.limit
+}
