@@ -86,6 +86,9 @@ pub struct AppState {
 impl AppState {
     /// Build the state and start the ingest writers (tasks that drain the bounded queue).
     pub fn new(pool: sqlx::PgPool, enrich: Arc<Enrichment>, config: ApiConfig) -> Arc<AppState> {
+        // Install the Prometheus recorder now: counters incremented before the first scrape of
+        // `/metrics` would otherwise go to no recorder and be lost.
+        let _ = metrics::handle();
         let writer = Arc::new(IngestWriter::new(pool.clone()));
         let (tx, rx) = mpsc::channel::<logs::Job>(config.queue_capacity.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
