@@ -14,6 +14,7 @@ use sluice_core::approval::{AutoApprovalConfig, TightenAbusiveRule};
 use sluice_core::{AccessRecord, Role, RouteNormalizer, Timestamp};
 use sluice_enforcer::{start_gateway, ControlPlane, GatewayConfig};
 use sluice_engine::detection::{DetectionLoop, DetectionOptions};
+use sluice_engine::forecast::{ForecastLoop, ForecastOptions};
 use sluice_engine::ingest::Enrichment;
 use sluice_engine::profiles::{refresh_profiles, ProfileOptions};
 use sluice_engine::tuning::{tune_step, TuningSettings};
@@ -175,6 +176,17 @@ pub async fn run(db: &Database, cfg: &DemoConfig, print: Printer) -> anyhow::Res
             .await
             .context("profile extraction over the history failed")?;
     }
+    // Load forecasts (the UI's forecast band, the forecast dashboard). The demo upstream has no
+    // capacity to learn (its latency does not bend under load), so no capacity is learned and no
+    // limit is scaled for predicted overload.
+    let forecast_opts = ForecastOptions {
+        learn_capacity: false,
+        ..ForecastOptions::default()
+    };
+    ForecastLoop::starting_at(forecast_opts.clone(), sc.sim.start)
+        .run_until(&pool, live_start)
+        .await
+        .context("forecasting over the history failed")?;
     let settings = TuningSettings {
         // suggestions every log minute: the demo compresses time, so the default 15 would
         // propose a limit only every 30 wall seconds
@@ -301,6 +313,7 @@ pub async fn run(db: &Database, cfg: &DemoConfig, print: Printer) -> anyhow::Res
     let loops = vec![
         spawn_detection(pool.clone(), dl, anomalies.clone()),
         spawn_profiles(pool.clone()),
+        sluice_engine::forecast::spawn_live(pool.clone(), forecast_opts, Duration::from_secs(2)),
         spawn_tuning(pool.clone(), settings),
     ];
 

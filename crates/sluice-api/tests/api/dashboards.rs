@@ -671,3 +671,52 @@ fn macros_expand_like_grafana() {
         .unwrap_err()
         .contains("unexpanded"));
 }
+
+/// The same checks on a database Sluice filled itself, not fixtures: `SLUICE_DASHBOARD_DB` names
+/// one (for example the database `sluice demo --database-url URL` leaves behind, or one
+/// `sluice replay` filled). Every SQL target must run as the read-only role and return the columns
+/// its panel needs; panels without rows are listed (a quiet deployment has no alerts, say).
+#[tokio::test]
+#[ignore = "needs SLUICE_DASHBOARD_DB, a database filled by `sluice demo --database-url` or `sluice replay` (dashboards/README.md)"]
+async fn every_dashboard_panel_runs_on_a_database_sluice_filled() {
+    use std::str::FromStr;
+    let url = std::env::var("SLUICE_DASHBOARD_DB")
+        .expect("SLUICE_DASHBOARD_DB names the database to check");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let role = "sluice_dashboard_check";
+    roles::grant_readonly(&pool, role, Some("dashboard-check"))
+        .await
+        .expect("create the read-only role");
+    let mut ro = sqlx::postgres::PgConnectOptions::from_str(&url)
+        .unwrap()
+        .username(role)
+        .password("dashboard-check")
+        .connect()
+        .await
+        .expect("connect as the read-only role");
+    let (mut with_rows, mut empty, mut failed) = (0, Vec::new(), Vec::new());
+    for file in DASHBOARDS {
+        let dash = load(file);
+        let ctx = match resolve_variables(&mut ro, &dash, &range()).await {
+            Ok(c) => c,
+            Err(e) => {
+                failed.push(format!("{file}: {e}"));
+                continue;
+            }
+        };
+        for panel in dash["panels"].as_array().unwrap() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            match check_panel(&mut ro, panel, &ctx).await {
+                Ok(_) => with_rows += 1,
+                Err(e) if e.contains("returns no rows") => empty.push(format!("{file}: {title}")),
+                Err(e) => failed.push(format!("{file}, panel {title:?}: {e}")),
+            }
+        }
+    }
+    eprintln!(
+        "{with_rows} panels with data; {} without rows: {empty:#?}",
+        empty.len()
+    );
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(with_rows > 0, "no panel has data: is the database filled?");
+}
