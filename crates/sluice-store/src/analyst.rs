@@ -6,7 +6,7 @@
 //! duplicates, no gaps). Queries that read several tables run in one read-only
 //! `REPEATABLE READ` transaction, so counts and rows agree.
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use sluice_core::anomaly::{AnomalyKind, AnomalyState, Reason};
@@ -15,6 +15,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::error::{Result, StoreError};
+use crate::wire::{rfc3339, rfc3339_opt};
 
 /// Page size used when a caller names none.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -31,21 +32,6 @@ pub const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
 
 // ----------------------------------------------------------------------------------------------
 // Wire-facing types
-
-/// Serialize a time as RFC 3339 in UTC with a `Z` (`2026-03-02T04:10:00Z`).
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-fn rfc3339_opt<S: Serializer>(
-    t: &Option<DateTime<Utc>>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
 
 /// An anomaly as stored: one client, or a campaign of identities acting together.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -22,6 +22,7 @@ pub mod testing;
 pub mod tokens;
 pub mod traffic;
 pub mod tuning;
+mod wire;
 
 pub use db::{Database, DatabaseConfig, MigrationState};
 pub use encode::{BatchBuilder, EncodedBatch, IngestCounts, RejectedLine};

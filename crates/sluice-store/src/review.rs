@@ -12,8 +12,8 @@
 //! The tuning step (`tuning` modules of this crate and of `sluice-engine`) creates the rows read
 //! here; this module never creates suggestions or reputation rows.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sluice_core::approval::{
     Action, Actor, ApprovalError, AutoApprovalConfig, SuggestionRecord, SuggestionState,
 };
@@ -25,6 +25,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use crate::error::{Result, StoreError};
 use crate::policy::{self, Edit};
 use crate::tokens::{audit_tx, AuditEntry};
+use crate::wire::{rfc3339, rfc3339_opt};
 
 /// Page size used when a caller names none.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -32,20 +33,6 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 /// Reputation events listed with a client's score when a caller names no limit.
 pub const DEFAULT_EVENTS_LIMIT: u32 = 50;
-
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-fn rfc3339_opt<S: Serializer>(
-    t: &Option<DateTime<Utc>>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
 
 /// A value the database holds that this version cannot read: a decode error, like sqlx's own.
 fn undecodable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {

@@ -12,10 +12,7 @@ use sluice_core::ClientKind;
 use sqlx::PgPool;
 
 use crate::error::Result;
-
-fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-}
+use crate::wire::rfc3339;
 
 /// Most points one answer may hold.
 pub const MAX_POINTS: i64 = 2_000;
