@@ -865,51 +865,33 @@ mod tests {
 
     #[test]
     fn new_attacker_without_history_is_all_but_blocked_or_gets_half_its_attack() {
-        let mut c = case("flood", None);
-        c.abuse = Some(AbuseEvidence {
-            anomaly_id: 1,
-            kind: AnomalyKind::Flood,
-            score: 0.9,
-            attack_per_minute: 500.0,
-            pre_attack_per_minute: None,
-        });
-        check(
-            c,
-            Expect {
-                limit: Limit::SlidingWindowLog {
-                    rate: 1,
-                    window_seconds: 600,
+        // No history at all, or a baseline of a few minutes (the attack's own): all but blocked.
+        let young = Some(baseline(8, 450.0, 30.0, 500.0, 90.0));
+        for (name, history) in [("flood", None), ("young flood", young)] {
+            let mut c = case(name, history);
+            c.abuse = Some(AbuseEvidence {
+                anomaly_id: 1,
+                kind: AnomalyKind::Flood,
+                score: 0.9,
+                attack_per_minute: 500.0,
+                pre_attack_per_minute: None,
+            });
+            check(
+                c,
+                Expect {
+                    limit: Limit::SlidingWindowLog {
+                        rate: 1,
+                        window_seconds: 600,
+                    },
+                    basis: Basis::Abuse,
+                    confidence: 0.9,
+                    shadow: false,
+                    reasons: &[
+                        "no traffic before the attack and no baseline of 60 active minutes: nothing legitimate to keep",
+                    ],
                 },
-                basis: Basis::Abuse,
-                confidence: 0.9,
-                shadow: false,
-                reasons: &[
-                    "no traffic before the attack and no baseline of 60 active minutes: nothing legitimate to keep",
-                ],
-            },
-        );
-        // A baseline of a few minutes is the attack's own: the same.
-        let mut c = case("young flood", Some(baseline(8, 450.0, 30.0, 500.0, 90.0)));
-        c.abuse = Some(AbuseEvidence {
-            anomaly_id: 3,
-            kind: AnomalyKind::Flood,
-            score: 0.9,
-            attack_per_minute: 500.0,
-            pre_attack_per_minute: None,
-        });
-        check(
-            c,
-            Expect {
-                limit: Limit::SlidingWindowLog {
-                    rate: 1,
-                    window_seconds: 600,
-                },
-                basis: Basis::Abuse,
-                confidence: 0.9,
-                shadow: false,
-                reasons: &["nothing legitimate to keep"],
-            },
-        );
+            );
+        }
         // A slow attacker whose attack rate is below the floor still gets cut below it.
         let mut c = case("slow stuffing", None);
         c.abuse = Some(AbuseEvidence {

@@ -668,12 +668,7 @@ async fn make_suggestions(
             input,
             current,
             suggestion,
-            traffic: vec![ClientTraffic {
-                client: cand.client.to_owned(),
-                anomalous: !cand.anomalies.is_empty(),
-                traffic: Traffic::Minutes(cand.minutes.clone()),
-                cost,
-            }],
+            traffic: own_traffic(cand, cand.minutes.clone(), cost),
             counter: Counter::PerClient,
         });
     }
@@ -870,12 +865,7 @@ async fn make_suggestions(
                         input,
                         current,
                         suggestion,
-                        traffic: vec![ClientTraffic {
-                            client: cand.client.to_owned(),
-                            anomalous: !cand.anomalies.is_empty(),
-                            traffic: Traffic::Minutes(minutes),
-                            cost: None,
-                        }],
+                        traffic: own_traffic(cand, minutes, None),
                         counter: Counter::PerClient,
                     });
                 }
@@ -1100,6 +1090,20 @@ fn summarise(bt: &BacktestReport, from: Timestamp, to: Timestamp) -> BacktestSum
 /// The client's strongest open anomaly as abuse evidence: its attack rate is the busiest minute
 /// since it was first detected, its pre-attack rate the mean of the active minutes before (when
 /// there are at least five), both in the rule's unit (`scale` per request).
+/// What a client's own rule is backtested on: its minutes, anomalous when an anomaly names it.
+fn own_traffic(
+    cand: &Candidate<'_>,
+    minutes: Vec<(Timestamp, u32)>,
+    cost: Option<f64>,
+) -> Vec<ClientTraffic> {
+    vec![ClientTraffic {
+        client: cand.client.to_owned(),
+        anomalous: !cand.anomalies.is_empty(),
+        traffic: Traffic::Minutes(minutes),
+        cost,
+    }]
+}
+
 /// One campaign network that gets a limit of its own.
 struct NetPlan<'a> {
     net: Cidr,
