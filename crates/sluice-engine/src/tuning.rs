@@ -876,6 +876,7 @@ async fn make_suggestions(
     }
 
     let forecast_total = forecasts.get("*").copied();
+    let mut approvals = Vec::new();
     for m in made {
         let s = &m.suggestion;
         let rule_id = m.rule_id.clone();
@@ -976,30 +977,56 @@ async fn make_suggestions(
             reason,
         } = auto_decision
         {
-            let req = sluice_store::review::DecideRequest {
-                id: inserted.id,
-                kind: sluice_store::review::DecisionKind::Approve,
-                actor: format!("{AUTO_ACTOR_PREFIX}{which}"),
-                comment: Some(reason.clone()),
-                shadow: Some(shadow),
-                temporary_until: None,
-            };
-            // A rule's approval failing (say, a concurrent admin decision) leaves the suggestion
-            // for an administrator; it never fails the tuning step.
-            match sluice_store::review::decide(pool, &req).await {
-                Ok(d) => {
-                    tracing::info!(id = inserted.id, rule = %which, shadow, version = ?d.policy_version, "suggestion auto-approved");
-                    report.auto_approved.push(AutoApproved {
-                        id: inserted.id,
-                        rule: which,
-                        shadow,
-                        policy_version: d.policy_version,
-                        reason,
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(id = inserted.id, error = %e, "auto-approval failed; left for an administrator")
-                }
+            approvals.push((
+                sluice_store::review::DecideRequest {
+                    id: inserted.id,
+                    kind: sluice_store::review::DecisionKind::Approve,
+                    actor: format!("{AUTO_ACTOR_PREFIX}{which}"),
+                    comment: Some(reason.clone()),
+                    shadow: Some(shadow),
+                    temporary_until: None,
+                },
+                AutoApproved {
+                    id: inserted.id,
+                    rule: which,
+                    shadow,
+                    policy_version: None,
+                    reason,
+                },
+            ));
+        }
+    }
+    auto_approve(pool, approvals, report).await
+}
+
+/// Apply the step's auto-approvals as one batch: one policy version for all of them. An approval
+/// that fails (say, a concurrent administrator decision) leaves its suggestion for an
+/// administrator; it never fails the tuning step.
+async fn auto_approve(
+    pool: &PgPool,
+    approvals: Vec<(sluice_store::review::DecideRequest, AutoApproved)>,
+    report: &mut TuneReport,
+) -> Result<(), TuneError> {
+    if approvals.is_empty() {
+        return Ok(());
+    }
+    let mut rules: Vec<&str> = approvals.iter().map(|(_, a)| a.rule.as_str()).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    let actor = format!("{AUTO_ACTOR_PREFIX}{}", rules.join("+"));
+    let ids: Vec<String> = approvals.iter().map(|(r, _)| r.id.to_string()).collect();
+    let comment = format!("auto-approved suggestions {}", ids.join(", "));
+    let reqs: Vec<_> = approvals.iter().map(|(r, _)| r.clone()).collect();
+    let batch = sluice_store::review::decide_batch(pool, &reqs, &actor, &comment).await?;
+    for ((_, mut approved), outcome) in approvals.into_iter().zip(batch.decided) {
+        match outcome {
+            Ok(d) => {
+                approved.policy_version = d.policy_version;
+                tracing::info!(id = approved.id, rule = %approved.rule, shadow = approved.shadow, version = ?d.policy_version, "suggestion auto-approved");
+                report.auto_approved.push(approved);
+            }
+            Err(e) => {
+                tracing::warn!(id = approved.id, error = %e, "auto-approval failed; left for an administrator")
             }
         }
     }

@@ -969,9 +969,31 @@ async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_l
     .await
     .unwrap();
 
+    // The tighten rule approves every abusive limit of the step, in shadow mode.
+    let auto = sluice_core::approval::AutoApprovalConfig {
+        tighten_abusive: sluice_core::approval::TightenAbusiveRule {
+            enabled: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sluice_store::review::set_auto_approval(&db.pool, &auto, "admin:ana")
+        .await
+        .unwrap();
     let r = tune_step(&db.pool, &TuningSettings::default(), end)
         .await
         .unwrap();
+    // All of the step's approvals (the members' limits and the network's) are one version.
+    assert!(r.auto_approved.len() >= 2, "{:?}", r.auto_approved);
+    let versions: std::collections::BTreeSet<_> =
+        r.auto_approved.iter().map(|a| a.policy_version).collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert!(versions.iter().all(Option::is_some));
+    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM policy_versions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(published, 1, "one version for the whole step");
     // 203.0.113.0/24: one shared counter for the whole network, the unflagged address included.
     let net: Cidr = "203.0.113.0/24".parse().unwrap();
     let s = r

@@ -326,6 +326,16 @@ fn summary(s: &Suggestion) -> serde_json::Value {
 /// `tx`; on error nothing it wrote should be committed (drop `tx`).
 #[tracing::instrument(skip_all, fields(id = req.id, action = req.kind.verb()))]
 pub async fn decide_in(tx: &mut Transaction<'_, Postgres>, req: &DecideRequest) -> Result<Decided> {
+    decide_with(tx, req, true).await.map(|(d, _)| d)
+}
+
+/// [`decide_in`], publishing the approved rule now (`publish`) or handing it back for the caller
+/// to publish with others ([`decide_batch`]).
+async fn decide_with(
+    tx: &mut Transaction<'_, Postgres>,
+    req: &DecideRequest,
+    publish: bool,
+) -> Result<(Decided, Option<Rule>)> {
     let row: Option<SuggestionRow> = sqlx::query_as(&format!(
         "SELECT {SUGGESTION_COLUMNS} FROM limit_suggestions WHERE id = $1 FOR UPDATE"
     ))
@@ -392,6 +402,7 @@ pub async fn decide_in(tx: &mut Transaction<'_, Postgres>, req: &DecideRequest) 
     let action_name = format!("suggestion.{}", req.kind.verb());
     let policy_version = match &published {
         None => None,
+        Some(_) if !publish => None,
         Some(rule) => {
             let comment = record
                 .decision
@@ -440,8 +451,91 @@ pub async fn decide_in(tx: &mut Transaction<'_, Postgres>, req: &DecideRequest) 
         Some(summary(&after)),
     )
     .await?;
-    Ok(Decided {
-        suggestion: after,
+    let deferred = if publish { None } else { published };
+    Ok((
+        Decided {
+            suggestion: after,
+            policy_version,
+        },
+        deferred,
+    ))
+}
+
+/// What [`decide_batch`] did: each request's outcome, in order, and the one version published.
+#[derive(Debug)]
+pub struct BatchDecided {
+    pub decided: Vec<Result<Decided>>,
+    pub policy_version: Option<i64>,
+}
+
+/// Several decisions in one transaction and at most one policy version: each decision runs in a
+/// savepoint (one that fails is rolled back alone and reported, the others go on), then the rules
+/// of every approval are published together as one version, whose number each approved
+/// suggestion records. `actor` and `comment` are the version's. The tuner's auto-approvals use it
+/// so that a step approving many limits does not wake every gateway once per limit.
+pub async fn decide_batch(
+    pool: &PgPool,
+    reqs: &[DecideRequest],
+    actor: &str,
+    comment: &str,
+) -> Result<BatchDecided> {
+    let mut tx = pool.begin().await?;
+    let mut decided = Vec::with_capacity(reqs.len());
+    let mut rules: Vec<Rule> = Vec::new();
+    for req in reqs {
+        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+        match decide_with(&mut sp, req, false).await {
+            Ok((d, rule)) => {
+                sp.commit().await?;
+                rules.extend(rule);
+                decided.push(Ok(d));
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                decided.push(Err(e));
+            }
+        }
+    }
+    let mut policy_version = None;
+    if !rules.is_empty() {
+        let edit = Edit {
+            actor,
+            action: "suggestion.approve",
+            comment: Some(comment),
+        };
+        policy_version = policy::publish_edit_in(&mut tx, &edit, move |served| {
+            for new in rules {
+                match served.iter_mut().find(|r| r.id == new.id) {
+                    Some(r) => *r = new,
+                    None => served.push(new),
+                }
+            }
+        })
+        .await?
+        .map(|info| info.version);
+        if let Some(v) = policy_version {
+            let ids: Vec<i64> = decided
+                .iter()
+                .filter_map(|d| d.as_ref().ok())
+                .filter(|d| d.suggestion.decided_rule.is_some())
+                .map(|d| d.suggestion.id)
+                .collect();
+            sqlx::query("UPDATE limit_suggestions SET policy_version = $2 WHERE id = ANY($1)")
+                .bind(&ids)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+            for d in decided.iter_mut().flatten() {
+                if ids.contains(&d.suggestion.id) {
+                    d.policy_version = Some(v);
+                    d.suggestion.policy_version = Some(v);
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(BatchDecided {
+        decided,
         policy_version,
     })
 }

@@ -723,3 +723,111 @@ async fn reputation_reads_the_score_and_its_latest_changes() {
     assert_eq!(json["first_seen"], "2026-03-01T00:00:00Z");
     assert_eq!(json["history"][0]["reason"]["kind"], "anomaly");
 }
+
+#[tokio::test]
+async fn a_batch_of_approvals_publishes_one_version_and_a_failing_one_stays_alone() {
+    let db = TestDb::new().await;
+    base_policy(&db).await;
+    let a = insert(
+        &db,
+        Fixture {
+            rule_id: "client:ak_a",
+            client: "ak_a",
+            rate: 30,
+            ..Fixture::default()
+        },
+    )
+    .await;
+    let b = insert(
+        &db,
+        Fixture {
+            rule_id: "client:ak_b",
+            client: "ak_b",
+            rate: 40,
+            ..Fixture::default()
+        },
+    )
+    .await;
+    // Already rejected: its approval in the batch fails and must not sink the others.
+    let c = insert(
+        &db,
+        Fixture {
+            rule_id: "client:ak_c",
+            client: "ak_c",
+            rate: 50,
+            state: "rejected",
+            ..Fixture::default()
+        },
+    )
+    .await;
+    let before = version_count(&db).await;
+    let mut approve_a = req(a, DecisionKind::Approve, Some("abusive"));
+    approve_a.shadow = Some(true);
+    let reqs = vec![
+        approve_a,
+        req(c, DecisionKind::Approve, None),
+        req(b, DecisionKind::Approve, None),
+    ];
+    let batch = review::decide_batch(&db.pool, &reqs, "auto-approval:test", "batch of 3")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        version_count(&db).await,
+        before + 1,
+        "one version for the batch"
+    );
+    let v = batch.policy_version.expect("a version was published");
+    assert!(
+        matches!(batch.decided[1], Err(StoreError::StateConflict(_))),
+        "{:?}",
+        batch.decided[1]
+    );
+    for (i, id) in [(0, a), (2, b)] {
+        let d = batch.decided[i].as_ref().unwrap();
+        assert_eq!(d.suggestion.id, id);
+        assert_eq!(d.policy_version, Some(v));
+        let stored = review::get(&db.pool, id).await.unwrap();
+        assert_eq!(stored.state, SuggestionState::Approved);
+        assert_eq!(stored.policy_version, Some(v));
+    }
+    assert_eq!(
+        review::get(&db.pool, c).await.unwrap().state,
+        SuggestionState::Rejected
+    );
+    let served = policy::current(&db.pool, policy::ALL_GROUPS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.info.version, v);
+    let rules = served.policy.rules();
+    let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["client:ak_a", "client:ak_b", "per-key"]);
+    assert!(rules[0].shadow, "the shadow override is kept");
+    assert!(!rules[1].shadow);
+    // Each decision is audited under its own actor; the version under the batch's.
+    let (by, comment): (String, Option<String>) =
+        sqlx::query_as("SELECT created_by, comment FROM policy_versions WHERE version = $1")
+            .bind(v)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(by, "auto-approval:test");
+    assert_eq!(comment.as_deref(), Some("batch of 3"));
+    assert_eq!(
+        audit_rows(&db)
+            .await
+            .iter()
+            .filter(|(_, action, _)| action == "suggestion.approve")
+            .count(),
+        3,
+        "two decisions and the version's publish"
+    );
+
+    // Nothing to approve: no version.
+    let none = review::decide_batch(&db.pool, &[req(c, DecisionKind::Approve, None)], "x", "y")
+        .await
+        .unwrap();
+    assert_eq!(none.policy_version, None);
+    assert_eq!(version_count(&db).await, before + 1);
+}
