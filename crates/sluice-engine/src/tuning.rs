@@ -1253,14 +1253,19 @@ fn abuse_evidence(c: &Candidate<'_>, scale: f64) -> Option<AbuseEvidence> {
         .map(|(_, n)| *n)
         .max()
         .unwrap_or(0);
-    let before: Vec<u32> = c
+    let mut before: Vec<u32> = c
         .minutes
         .iter()
         .filter(|(m, _)| *m < start)
         .map(|(_, n)| *n)
         .collect();
-    let pre = (before.len() >= 5)
-        .then(|| before.iter().map(|&n| f64::from(n)).sum::<f64>() / before.len() as f64 * scale);
+    // Its normal need before the attack: the 95th percentile of those minutes (nearest rank), as
+    // a baseline's p95 is, so a client whose key or address was abused keeps its usual peaks.
+    before.sort_unstable();
+    let pre = (before.len() >= 5).then(|| {
+        let rank = (0.95 * before.len() as f64).ceil() as usize;
+        f64::from(before[rank.clamp(1, before.len()) - 1]) * scale
+    });
     Some(AbuseEvidence {
         anomaly_id: a.signal.id,
         kind: a.signal.kind,
@@ -1371,4 +1376,64 @@ pub fn spawn_live(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::reputation::AnomalySignal;
+    use sluice_core::AnomalyKind;
+
+    #[test]
+    fn the_pre_attack_rate_is_the_normal_need_before_the_anomaly() {
+        let t = |m: i64| Timestamp::from_micros(m * MICROS_PER_MINUTE);
+        let anomaly = ClientAnomaly {
+            client_kind: ClientKind::ApiKey,
+            client: "ak_1".into(),
+            signal: AnomalySignal {
+                id: 7,
+                kind: AnomalyKind::CompromisedKey,
+                score: 0.9,
+                first_detected: t(20),
+                state: AnomalyState::Open,
+            },
+            last_flagged: t(25),
+        };
+        // Twenty normal minutes (nineteen at 10/min, one peak at 40), then the attack at 100.
+        let mut minutes: Vec<(Timestamp, u32)> = (0..20)
+            .map(|m| (t(m), if m == 7 { 40 } else { 10 }))
+            .collect();
+        minutes.extend((20..25).map(|m| (t(m), 100)));
+        let cand = Candidate {
+            kind: ClientKind::ApiKey,
+            client: "ak_1",
+            minutes,
+            anomalies: vec![&anomaly],
+        };
+        let a = abuse_evidence(&cand, 1.0).unwrap();
+        assert_eq!(a.anomaly_id, 7);
+        assert_eq!(a.attack_per_minute, 100.0);
+        // p95 of twenty minutes is the 19th smallest: 10; with two peaks it is the peak.
+        assert_eq!(a.pre_attack_per_minute, Some(10.0));
+        let mut two = cand.minutes.clone();
+        two[3].1 = 40;
+        let cand = Candidate {
+            minutes: two,
+            ..cand
+        };
+        assert_eq!(
+            abuse_evidence(&cand, 2.0).unwrap().pre_attack_per_minute,
+            Some(80.0),
+            "scaled by the cost per request"
+        );
+        // Fewer than five minutes before: unknown.
+        let short = Candidate {
+            minutes: cand.minutes[16..].to_vec(),
+            ..cand
+        };
+        assert_eq!(
+            abuse_evidence(&short, 1.0).unwrap().pre_attack_per_minute,
+            None
+        );
+    }
 }
