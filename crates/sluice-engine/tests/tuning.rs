@@ -104,6 +104,29 @@ fn scraper(labels: &Labels) -> String {
     labels.attacks[0].identities[0].value.clone()
 }
 
+/// One request of `client` on `route` (already normalised) at `ts`.
+fn request(
+    ts: Timestamp,
+    method: &str,
+    route: &str,
+    status: u16,
+    kind: ClientKind,
+    client: &str,
+) -> sluice_core::AccessRecord<'static> {
+    sluice_core::AccessRecord {
+        ts,
+        method: Some(method.to_owned().into()),
+        path: route.to_owned().into(),
+        route: Some(route.to_owned().into()),
+        status,
+        client: Some(sluice_core::ClientId {
+            kind,
+            value: client.to_owned().into(),
+        }),
+        ..Default::default()
+    }
+}
+
 fn min(t: Timestamp, m: i64) -> Timestamp {
     Timestamp::from_micros(t.micros() + m * MICROS_PER_MINUTE)
 }
@@ -475,7 +498,6 @@ async fn capacity(db: &TestDb, route: &str, minute: Timestamp, factor: f64, capa
 async fn fair_share_per_route_keeps_critical_routes_and_cuts_low_reputation_clients_first() {
     use sluice_core::reputation::Reputation;
     use sluice_core::tuning::fairshare::PriorityClass;
-    use sluice_core::{AccessRecord, ClientId};
     use sluice_store::BatchBuilder;
 
     let db = TestDb::new().await;
@@ -488,18 +510,8 @@ async fn fair_share_per_route_keeps_critical_routes_and_cuts_low_reputation_clie
         for client in ["ak_good", "ak_bad"] {
             for route in ["/v1/payments", "/v1/reports"] {
                 for i in 0..30 {
-                    batch.push(&AccessRecord {
-                        ts: Timestamp::from_micros(min(t0, m).micros() + i * 2_000_000),
-                        method: Some("POST".into()),
-                        path: route.into(),
-                        route: Some(route.into()),
-                        status: 200,
-                        client: Some(ClientId {
-                            kind: ClientKind::ApiKey,
-                            value: client.into(),
-                        }),
-                        ..Default::default()
-                    });
+                    let ts = Timestamp::from_micros(min(t0, m).micros() + i * 2_000_000);
+                    batch.push(&request(ts, "POST", route, 200, ClientKind::ApiKey, client));
                 }
             }
         }
@@ -875,7 +887,6 @@ async fn auto_approval_shadows_the_abusive_limit_then_enforces_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_lives_there() {
     use sluice_core::limit::{Cidr, IpMatch};
-    use sluice_core::{AccessRecord, ClientId};
     use sluice_store::detection::{upsert_anomaly, AnomalyRow};
     use sluice_store::profiles::{write_profiles, ProfileRow};
     use sluice_store::BatchBuilder;
@@ -887,18 +898,16 @@ async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_l
     let mut send = |ip: &str, from: i64, per_minute: i64, status: u16| {
         for m in from..90 {
             for i in 0..per_minute {
-                batch.push(&AccessRecord {
-                    ts: Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute)),
-                    method: Some("POST".into()),
-                    path: "/v1/login".into(),
-                    route: Some("/v1/login".into()),
+                let ts =
+                    Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute));
+                batch.push(&request(
+                    ts,
+                    "POST",
+                    "/v1/login",
                     status,
-                    client: Some(ClientId {
-                        kind: ClientKind::Ip,
-                        value: ip.into(),
-                    }),
-                    ..Default::default()
-                });
+                    ClientKind::Ip,
+                    ip,
+                ));
             }
         }
     };
@@ -1080,7 +1089,6 @@ async fn a_campaign_network_gets_one_shared_limit_unless_an_established_client_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_abusive_limit_is_auto_approved_once_the_evidence_is_strong_enough() {
     use sluice_core::approval::{AutoApprovalConfig, TightenAbusiveRule};
-    use sluice_core::{AccessRecord, ClientId};
     use sluice_store::detection::{upsert_anomaly, AnomalyRow};
     use sluice_store::BatchBuilder;
 
@@ -1096,18 +1104,9 @@ async fn a_pending_abusive_limit_is_auto_approved_once_the_evidence_is_strong_en
         }
         for (kind, value, per_minute) in who {
             for i in 0..per_minute {
-                batch.push(&AccessRecord {
-                    ts: Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute)),
-                    method: Some("GET".into()),
-                    path: "/v1/items".into(),
-                    route: Some("/v1/items".into()),
-                    status: 200,
-                    client: Some(ClientId {
-                        kind,
-                        value: value.into(),
-                    }),
-                    ..Default::default()
-                });
+                let ts =
+                    Timestamp::from_micros(min(t0, m).micros() + i * (60_000_000 / per_minute));
+                batch.push(&request(ts, "GET", "/v1/items", 200, kind, value));
             }
         }
     }
