@@ -450,8 +450,8 @@ pub struct ReplayArgs {
 pub struct TuningArgs {
     /// Tuning settings, TOML (or JSON when the name ends in .json): `tuning`, `reputation`,
     /// `default_tier`, `tiers`, `client_tiers`, `suggestion_ttl_hours`, `backtest_hours`,
-    /// `suggest_every_minutes`, `min_change`, `fair_share`, `route_priority`, `cost_units`
-    /// (docs/tuning.md); every field is optional.
+    /// `suggest_every_minutes`, `min_change`, `fair_share`, `route_priority`, `cost_units`,
+    /// `campaign_subnets` (docs/tuning.md); every field is optional.
     #[arg(long, env = "SLUICE_TUNING_CONFIG", value_name = "FILE")]
     pub tuning_config: Option<PathBuf>,
 }
@@ -929,9 +929,10 @@ const DEMO_AFTER_HELP: &str = "\
 The demo ingests a few hours of simulated history (so baselines exist), then plays the live part at
 --time-scale (30: one log minute every 2 s) through the gateway: API clients, browsers, batch jobs, a
 flash crowd, and one attack of each class. Detection, tuning and auto-approval (shadow first, then
-enforce) run on log time; the gateway enforces what the control plane publishes. The data lives in
-a fresh embedded cluster under DATA_DIR/demo-<time> (deleted at the end unless --keep-data), or in
-a fresh database on DATABASE_URL's server.
+enforce), load forecasts and client profiles run on log time; the gateway enforces what the control
+plane publishes. The data lives in a fresh embedded cluster under DATA_DIR/demo-<time> (deleted at
+the end unless --keep-data), or in a fresh database on DATABASE_URL's server (kept: drop it when
+done).
 
 With --json the last line of stdout is one JSON object: attack_time_to_enforce_s (median over
 attacks), attack_admitted_after_enforce_ratio, legit_rejected_ratio, legit_requests,
