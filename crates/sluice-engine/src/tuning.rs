@@ -1202,7 +1202,7 @@ fn plan_campaign_nets<'a>(
         reps.get(&ip.to_string())
             .map_or(settings.reputation.prior, |r| r.reputation.score)
     };
-    let mut planned: Vec<String> = Vec::new();
+    let mut planned: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for (anomaly, members) in campaigns {
         let found = campaign_nets(&members, &active, cfg);
@@ -1213,10 +1213,9 @@ fn plan_campaign_nets<'a>(
         }
         for n in found.nets {
             let name = n.net.to_string();
-            if planned.contains(&name) {
+            if !planned.insert(name.clone()) {
                 continue;
             }
-            planned.push(name.clone());
             let clients: Vec<&Candidate<'_>> = ip_clients
                 .iter()
                 .filter(|(ip, _)| n.net.contains(*ip))

@@ -526,7 +526,7 @@ pub async fn decide_batch(
                 .execute(&mut *tx)
                 .await?;
             for d in decided.iter_mut().flatten() {
-                if ids.contains(&d.suggestion.id) {
+                if d.suggestion.decided_rule.is_some() {
                     d.policy_version = Some(v);
                     d.suggestion.policy_version = Some(v);
                 }
